@@ -1,0 +1,61 @@
+"""The gateway's settings, as the composition root hands them to the use cases.
+
+Loaded from a LiteLLM-format `config.yaml` by `infrastructure.config_loader`; the library
+facade builds one from call arguments instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.pricing import TokenPrice
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One `model_list` entry: a concrete provider model behind a public model name."""
+
+    id: str
+    model_name: str
+    provider: str
+    provider_model: str
+    api_base: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    api_version: str | None = None
+    timeout: float | None = None
+    stream_timeout: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    weight: float | None = None
+    order: int | None = None
+    price: TokenPrice | None = None
+    allow_zero_cost: bool = False
+    extra_params: dict[str, Any] = field(default_factory=dict)
+    model_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.provider_model}"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    deployments: tuple[Deployment, ...] = ()
+    master_key: str | None = field(default=None, repr=False)
+    database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    max_request_body_bytes: int = 10 * 1024 * 1024
+    num_retries: int = 0
+    request_timeout: float = 600.0
+    drop_params: bool = False
+    router_settings: dict[str, Any] = field(default_factory=dict)
+    litellm_settings: dict[str, Any] = field(default_factory=dict)
+    general_settings: dict[str, Any] = field(default_factory=dict)
+
+    def model_names(self) -> list[str]:
+        return sorted({d.model_name for d in self.deployments})
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret, so that redaction can mask them wherever they appear."""
+        values = [self.master_key, *(d.api_key for d in self.deployments)]
+        return tuple(v for v in values if v)

@@ -1,0 +1,286 @@
+"""The use cases of the gateway: admit, call through the router, settle, record.
+
+The Admitted event is handed to the ledger before the provider is called, and its commit
+overlaps the call; the outcome event is committed before the caller sees the result.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Awaitable, Callable
+from uuid import UUID
+
+from application.attempts import attempt_in_turn, plan_attempts
+from application.config import Deployment, GatewayConfig
+from application.ports import AudioFile, Ledger, PriceBook, ProviderRegistry, Router, Tokenizer
+from application.streaming import StreamTally
+from domain.errors import GatewayError
+from domain.redaction import redact
+from domain.request_record import RequestRecord
+from domain.usage import Usage
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the hash of their key (never the key) and the end user they name."""
+
+    key_hash: str = ""
+    end_user: str = ""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        router: Router,
+        providers: ProviderRegistry,
+        ledger: Ledger,
+        prices: PriceBook,
+        tokenizer: Tokenizer,
+    ) -> None:
+        self.config = config
+        self.router = router
+        self.providers = providers
+        self.ledger = ledger
+        self.prices = prices
+        self.tokenizer = tokenizer
+        self._secrets = config.secrets()
+
+    # -- the calls -------------------------------------------------------------------------
+
+    async def chat(self, caller: Caller, body: dict[str, Any], request_id: UUID) -> dict[str, Any]:
+        return await self._call(
+            "chat", caller, body, request_id,
+            lambda d: self.providers.for_deployment(d).chat(d, _for(d, body)),
+        )
+
+    async def text_completion(self, caller: Caller, body: dict[str, Any], request_id: UUID) -> dict[str, Any]:
+        return await self._call(
+            "text_completion", caller, body, request_id,
+            lambda d: self.providers.for_deployment(d).text_completion(d, _for(d, body)),
+        )
+
+    async def embedding(self, caller: Caller, body: dict[str, Any], request_id: UUID) -> dict[str, Any]:
+        return await self._call(
+            "embedding", caller, body, request_id,
+            lambda d: self.providers.for_deployment(d).embedding(d, _for(d, body)),
+        )
+
+    async def transcription(
+        self, caller: Caller, model: str, audio: AudioFile, fields: dict[str, Any], request_id: UUID
+    ) -> dict[str, Any]:
+        return await self._call(
+            "transcription", caller, {"model": model, **fields}, request_id,
+            lambda d: self.providers.for_deployment(d).transcription(d, audio, fields),
+        )
+
+    async def open_chat_stream(
+        self, caller: Caller, body: dict[str, Any], request_id: UUID
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Admits the request and opens the provider's stream up to its first chunk, so that
+        errors before any output still reach the caller as a status; then streams the rest."""
+        stream = self._stream(caller, body, request_id)
+        first = await stream.__anext__()
+        return _prepend(first, stream)
+
+    # -- admission ---------------------------------------------------------------------------
+
+    async def deny(self, caller: Caller, call_type: str, model: str, error: GatewayError, request_id: UUID) -> None:
+        """Records a refusal (nothing reached a provider) and waits until it is durable."""
+        record = RequestRecord.deny(
+            request_id,
+            call_type=call_type,
+            key_hash=caller.key_hash,
+            end_user=caller.end_user,
+            model_group=model[:200],
+            status_code=error.status_code,
+            error_type=error.error_type,
+            code=str(error.code or ""),
+            reason=redact(error.message, self._secrets)[:500],
+        )
+        await self.ledger.record(record)
+
+    async def _admit(
+        self, call_type: str, caller: Caller, body: dict[str, Any], request_id: UUID, stream: bool
+    ) -> tuple[RequestRecord, list[Deployment], "asyncio.Future[None]"]:
+        model = body["model"]
+        try:
+            plan = list(self.router.plan(model, body))
+            for deployment in plan:
+                self.prices.check_priced(deployment)
+        except GatewayError as error:
+            await self.deny(caller, call_type, model, error, request_id)
+            raise
+        record = RequestRecord.admit(
+            request_id,
+            call_type=call_type,
+            key_hash=caller.key_hash,
+            end_user=caller.end_user,
+            model_group=model,
+            stream=stream,
+            decision={"plan": [d.id for d in plan]},
+        )
+        return record, plan, self.ledger.record(record)
+
+    # -- one-shot calls ----------------------------------------------------------------------
+
+    async def _call(
+        self,
+        call_type: str,
+        caller: Caller,
+        body: dict[str, Any],
+        request_id: UUID,
+        invoke: Callable[[Deployment], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        record, plan, admitted = await self._admit(call_type, caller, body, request_id, stream=False)
+        try:
+            response, deployment, latency_ms = await attempt_in_turn(
+                record, plan, plan_attempts(plan, self.config.num_retries), self.router, self._secrets, invoke
+            )
+        except GatewayError as error:
+            record.fail(status_code=error.status_code, error_type=error.error_type,
+                        reason=redact(error.message, self._secrets)[:500])
+            await self._settle(admitted, record)
+            raise
+        usage = _usage_of(call_type, response) or self._estimate_usage(deployment, body, response)
+        quote = self.prices.quote(deployment, usage, _now())
+        record.complete(
+            deployment_id=deployment.id,
+            provider=deployment.provider,
+            provider_model=deployment.provider_model,
+            usage=usage,
+            cost=quote.cost,
+            price_source=quote.source,
+            latency_ms=round(latency_ms, 3),
+            finish_reason=_finish_reason(response),
+        )
+        await self._settle(admitted, record)
+        return response
+
+    def _estimate_usage(self, deployment: Deployment, body: dict[str, Any], response: dict[str, Any]) -> Usage:
+        """For a provider that reports no usage: count the tokens ourselves rather than bill $0."""
+        model = deployment.provider_model
+        prompt = body.get("messages") or body.get("prompt") or body.get("input") or ""
+        prompt_tokens = (self.tokenizer.count_messages(model, prompt) if isinstance(prompt, list)
+                         and prompt and isinstance(prompt[0], dict) else self.tokenizer.count_text(model, str(prompt)))
+        texts = [(c.get("message") or {}).get("content") or c.get("text") or "" for c in response.get("choices") or []]
+        return Usage(prompt_tokens=prompt_tokens,
+                     completion_tokens=sum(self.tokenizer.count_text(model, str(t)) for t in texts))
+
+    async def _settle(self, admitted: "asyncio.Future[None]", record: RequestRecord) -> None:
+        outcome = self.ledger.record(record)
+        await admitted
+        await outcome
+
+    # -- streams -----------------------------------------------------------------------------
+
+    async def _stream(
+        self, caller: Caller, body: dict[str, Any], request_id: UUID
+    ) -> AsyncIterator[dict[str, Any]]:
+        record, plan, admitted = await self._admit("chat", caller, body, request_id, stream=True)
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        started = time.perf_counter()
+
+        async def open_stream(deployment: Deployment) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
+            chunks = self.providers.for_deployment(deployment).chat_stream(deployment, _for(deployment, body))
+            return await chunks.__anext__(), chunks
+
+        try:
+            (first, chunks), deployment, _ = await attempt_in_turn(
+                record, plan, plan_attempts(plan, self.config.num_retries), self.router, self._secrets, open_stream
+            )
+        except GatewayError as error:
+            record.fail(status_code=error.status_code, error_type=error.error_type,
+                        reason=redact(error.message, self._secrets)[:500])
+            await self._settle(admitted, record)
+            raise
+        tally = StreamTally(first_token_ms=(time.perf_counter() - started) * 1000)
+        finished = False
+        try:
+            chunk: dict[str, Any] | None = first
+            while chunk is not None:
+                tally.add(chunk)
+                visible = tally.visible(chunk, wants_usage)
+                if visible is not None:
+                    yield visible
+                chunk = await anext(chunks, None)
+            finished = True
+        finally:
+            await self._settle_stream(record, admitted, deployment, body, tally, started, finished)
+
+    async def _settle_stream(
+        self,
+        record: RequestRecord,
+        admitted: "asyncio.Future[None]",
+        deployment: Deployment,
+        body: dict[str, Any],
+        tally: StreamTally,
+        started: float,
+        finished: bool,
+    ) -> None:
+        usage, estimated = tally.usage_or_estimate(self.tokenizer, deployment.provider_model, body)
+        quote = self.prices.quote(deployment, usage, _now())
+        common = dict(
+            deployment_id=deployment.id,
+            provider=deployment.provider,
+            provider_model=deployment.provider_model,
+            usage=usage,
+            cost=quote.cost,
+            price_source=quote.source,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            first_token_ms=round(tally.first_token_ms, 3),
+        )
+        if finished:
+            record.complete(**common, finish_reason=tally.finish_reason)
+        else:
+            record.interrupt(**common, usage_estimated=estimated)
+        outcome = self.ledger.record(record)
+        # A disconnected client cancels this task: the writer still commits what was queued.
+        await asyncio.shield(_both(admitted, outcome))
+
+
+async def _both(first: "asyncio.Future[None]", second: "asyncio.Future[None]") -> None:
+    await first
+    await second
+
+
+async def _prepend(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
+
+
+def _for(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    """The request as the deployment should receive it: its provider's model name."""
+    return {**body, "model": deployment.provider_model}
+
+
+def _usage_of(call_type: str, response: dict[str, Any]) -> Usage | None:
+    if call_type == "transcription":
+        return _transcription_usage(response)
+    usage = response.get("usage")
+    return Usage.from_openai(usage) if isinstance(usage, dict) else None
+
+
+def _transcription_usage(response: dict[str, Any]) -> Usage:
+    usage = response.get("usage") or {}
+    if usage.get("type") == "duration":
+        return Usage(audio_seconds=float(usage.get("seconds") or 0))
+    if usage.get("type") == "tokens":
+        return Usage(prompt_tokens=int(usage.get("input_tokens") or 0),
+                     completion_tokens=int(usage.get("output_tokens") or 0))
+    return Usage(audio_seconds=float(response.get("duration") or 0))
+
+
+def _finish_reason(response: dict[str, Any]) -> str | None:
+    choices = response.get("choices") or []
+    return choices[0].get("finish_reason") if choices else None

@@ -1,0 +1,234 @@
+"""One event stream per request: the ledger entry an auditor replays.
+
+A request is either Denied (nothing reached a provider) or Admitted; an admitted request
+then has zero or more AttemptFailed and ends Completed, Interrupted (the client went away
+mid-stream: what was consumed is still recorded) or Failed (no attempt succeeded).
+Spend is the `cost` of Completed and Interrupted events, in USD, as Decimal.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.usage import Usage
+
+
+class RequestRecord(Aggregate):
+    """Who asked for what, what was decided, what each attempt did, and what it cost."""
+
+    class Admitted(Aggregate.Created):
+        call_type: str
+        key_hash: str
+        end_user: str
+        model_group: str
+        stream: bool
+        decision: dict[str, Any]
+
+    class Denied(Aggregate.Created):
+        call_type: str
+        key_hash: str
+        end_user: str
+        model_group: str
+        status_code: int
+        error_type: str
+        code: str
+        reason: str
+
+        def apply(self, aggregate: "RequestRecord") -> None:
+            aggregate.outcome = "denied"
+
+    class AttemptFailed(Aggregate.Event):
+        attempt: int
+        deployment_id: str
+        provider: str
+        provider_model: str
+        status_code: int
+        error_type: str
+        reason: str
+        latency_ms: float
+
+        def apply(self, aggregate: "RequestRecord") -> None:
+            aggregate.attempts = self.attempt
+
+    class Completed(Aggregate.Event):
+        deployment_id: str
+        provider: str
+        provider_model: str
+        usage: dict[str, int]
+        cost: Decimal
+        price_source: str
+        latency_ms: float
+        first_token_ms: float | None
+        finish_reason: str | None
+
+        def apply(self, aggregate: "RequestRecord") -> None:
+            aggregate.outcome, aggregate.cost = "completed", self.cost
+
+    class Interrupted(Completed):
+        """The client disconnected mid-stream; usage counts what was streamed until then."""
+
+        usage_estimated: bool
+
+        def apply(self, aggregate: "RequestRecord") -> None:
+            aggregate.outcome, aggregate.cost = "interrupted", self.cost
+
+    class Failed(Aggregate.Event):
+        status_code: int
+        error_type: str
+        reason: str
+
+        def apply(self, aggregate: "RequestRecord") -> None:
+            aggregate.outcome = "failed"
+
+    @classmethod
+    def admit(
+        cls,
+        request_id: UUID,
+        *,
+        call_type: str,
+        key_hash: str,
+        end_user: str,
+        model_group: str,
+        stream: bool,
+        decision: dict[str, Any] | None = None,
+    ) -> "RequestRecord":
+        return cls._create(
+            cls.Admitted,
+            id=request_id,
+            call_type=call_type,
+            key_hash=key_hash,
+            end_user=end_user,
+            model_group=model_group,
+            stream=stream,
+            decision=decision or {},
+        )
+
+    @classmethod
+    def deny(
+        cls,
+        request_id: UUID,
+        *,
+        call_type: str,
+        key_hash: str,
+        end_user: str,
+        model_group: str,
+        status_code: int,
+        error_type: str,
+        code: str,
+        reason: str,
+    ) -> "RequestRecord":
+        return cls._create(
+            cls.Denied,
+            id=request_id,
+            call_type=call_type,
+            key_hash=key_hash,
+            end_user=end_user,
+            model_group=model_group,
+            status_code=status_code,
+            error_type=error_type,
+            code=code,
+            reason=reason,
+        )
+
+    def __init__(self, call_type: str, key_hash: str, model_group: str) -> None:
+        # Both creation events carry these; Denied.apply then closes the record.
+        self.call_type = call_type
+        self.key_hash = key_hash
+        self.model_group = model_group
+        self.attempts = 0
+        self.outcome: str | None = None
+        self.cost = Decimal(0)
+
+    def record_attempt_failure(
+        self,
+        *,
+        deployment_id: str,
+        provider: str,
+        provider_model: str,
+        status_code: int,
+        error_type: str,
+        reason: str,
+        latency_ms: float,
+    ) -> None:
+        self._require_open()
+        self.trigger_event(
+            self.AttemptFailed,
+            attempt=self.attempts + 1,
+            deployment_id=deployment_id,
+            provider=provider,
+            provider_model=provider_model,
+            status_code=status_code,
+            error_type=error_type,
+            reason=reason,
+            latency_ms=latency_ms,
+        )
+
+    def complete(
+        self,
+        *,
+        deployment_id: str,
+        provider: str,
+        provider_model: str,
+        usage: Usage,
+        cost: Decimal,
+        price_source: str,
+        latency_ms: float,
+        first_token_ms: float | None = None,
+        finish_reason: str | None = None,
+    ) -> None:
+        self._require_open()
+        self.trigger_event(
+            self.Completed,
+            deployment_id=deployment_id,
+            provider=provider,
+            provider_model=provider_model,
+            usage=usage.as_event_fields(),
+            cost=cost,
+            price_source=price_source,
+            latency_ms=latency_ms,
+            first_token_ms=first_token_ms,
+            finish_reason=finish_reason,
+        )
+
+    def interrupt(
+        self,
+        *,
+        deployment_id: str,
+        provider: str,
+        provider_model: str,
+        usage: Usage,
+        cost: Decimal,
+        price_source: str,
+        latency_ms: float,
+        first_token_ms: float | None,
+        usage_estimated: bool,
+    ) -> None:
+        self._require_open()
+        self.trigger_event(
+            self.Interrupted,
+            deployment_id=deployment_id,
+            provider=provider,
+            provider_model=provider_model,
+            usage=usage.as_event_fields(),
+            cost=cost,
+            price_source=price_source,
+            latency_ms=latency_ms,
+            first_token_ms=first_token_ms,
+            finish_reason=None,
+            usage_estimated=usage_estimated,
+        )
+
+    def fail(self, *, status_code: int, error_type: str, reason: str) -> None:
+        self._require_open()
+        self.trigger_event(self.Failed, status_code=status_code, error_type=error_type, reason=reason)
+
+    @property
+    def is_open(self) -> bool:
+        return self.outcome is None
+
+    def _require_open(self) -> None:
+        if not self.is_open:
+            raise ValueError(f"request {self.id} is already {self.outcome}")

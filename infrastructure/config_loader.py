@@ -1,0 +1,243 @@
+"""Reads a LiteLLM-format `config.yaml` into `GatewayConfig`.
+
+A LiteLLM user's file loads unchanged: keys LiteLLM documents are accepted (those Moneta
+does not act on are listed in one warning), unknown keys are named in a warning, and an
+invalid value stops start-up with a message naming the key.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from application.config import Deployment, GatewayConfig
+from domain.model_ref import ModelRef
+from domain.pricing import TokenPrice, to_decimal
+
+log = logging.getLogger("moneta.config")
+
+_TOP_LEVEL = {"model_list", "general_settings", "litellm_settings", "router_settings", "environment_variables",
+              "guardrails", "mcp_servers", "callback_settings", "search_tools", "vector_store_registry",
+              "credential_list", "files_settings", "finetune_settings", "assistant_settings", "include"}
+_DEPLOYMENT = {"model_name", "litellm_params", "model_info", "tpm", "rpm"}
+_ACTED_ON_PARAMS = {"model", "api_base", "base_url", "api_key", "api_version", "rpm", "tpm", "weight", "order",
+                    "timeout", "stream_timeout", "input_cost_per_token", "output_cost_per_token",
+                    "cache_read_input_token_cost", "input_cost_per_second", "organization"}
+# litellm_params keys that reach the provider adapter as they are (provider-specific settings).
+_PASSED_PARAMS = {"mock_response", "mock_latency_ms", "mock_failure_rate", "mock_failure_status",
+                  "mock_retry_after", "mock_stream_chunks", "aws_access_key_id", "aws_secret_access_key",
+                  "aws_session_token", "aws_region_name", "aws_profile_name", "aws_role_name",
+                  "vertex_project", "vertex_location", "vertex_credentials", "azure_ad_token",
+                  "azure_ad_token_provider", "tenant_id", "client_id", "client_secret", "max_retries",
+                  "extra_headers", "headers", "region_name", "custom_llm_provider", "drop_params",
+                  "additional_drop_params", "max_tokens", "temperature", "seed", "use_in_pass_through",
+                  "merge_reasoning_content_in_choices", "litellm_credential_name", "configurable_clientside_auth_params",
+                  "cache_creation_input_token_cost", "output_cost_per_reasoning_token", "input_cost_per_token_batches",
+                  "output_cost_per_token_batches", "input_cost_per_audio_token", "output_cost_per_audio_token"}
+_GENERAL = {"master_key", "database_url", "max_request_size_mb", "max_response_size_mb", "store_model_in_db",
+            "alerting", "alerting_threshold", "proxy_batch_write_at", "database_connection_pool_limit",
+            "database_connection_timeout", "disable_spend_logs", "disable_master_key_return", "allowed_routes",
+            "background_health_checks", "health_check_interval", "enforce_user_param", "custom_auth",
+            "allow_requests_on_db_unavailable", "public_routes", "litellm_key_header_name", "ui_access_mode",
+            "enable_jwt_auth", "litellm_jwtauth", "infer_model_from_keys", "disable_reset_budget",
+            "use_redis_transaction_buffer", "maximum_spend_logs_retention_period", "pass_through_endpoints",
+            "max_parallel_requests", "global_max_parallel_requests", "user_header_name", "redis_url"}
+_LITELLM = {"drop_params", "num_retries", "request_timeout", "set_verbose", "json_logs", "callbacks",
+            "success_callback", "failure_callback", "service_callback", "cache", "cache_params", "context_window_fallbacks",
+            "content_policy_fallbacks", "default_fallbacks", "fallbacks", "turn_off_message_logging",
+            "redact_user_api_key_info", "max_budget", "budget_duration", "default_team_settings", "modify_params",
+            "force_ipv4", "telemetry", "upperbound_key_generate_params", "default_key_generate_params",
+            "enable_preview_features", "return_response_headers", "allowed_fails", "cooldown_time",
+            "disable_end_user_cost_tracking", "enable_json_schema_validation", "default_internal_user_params",
+            "key_generation_settings", "callback_settings", "mcp_aliases", "check_provider_endpoint",
+            "max_end_user_budget", "public_model_groups", "ssl_verify", "drop_params_if_unsupported"}
+_ROUTER = {"routing_strategy", "routing_strategy_args", "num_retries", "retry_policy", "timeout", "stream_timeout",
+           "allowed_fails", "allowed_fails_policy", "cooldown_time", "disable_cooldowns", "fallbacks",
+           "context_window_fallbacks", "content_policy_fallbacks", "default_fallbacks", "redis_host", "redis_port",
+           "redis_password", "redis_url", "enable_pre_call_checks", "model_group_alias", "retry_after",
+           "max_fallbacks", "cache_responses", "default_litellm_params", "provider_budget_config",
+           "model_group_retry_policy", "enable_tag_filtering", "optional_pre_call_checks", "deployment_affinity_ttl_seconds",
+           "default_max_parallel_requests", "polling_interval", "set_verbose", "debug_level"}
+
+
+class ConfigError(ValueError):
+    """The config file cannot be used; the message names the key."""
+
+
+@dataclass
+class _Reader:
+    environ: Mapping[str, str]
+    unknown: list[str] = field(default_factory=list)
+
+    def resolve(self, value: Any, key: str) -> Any:
+        """`os.environ/NAME` references, as LiteLLM writes them."""
+        if isinstance(value, str) and value.startswith("os.environ/"):
+            name = value[len("os.environ/"):]
+            if name not in self.environ:
+                raise ConfigError(f"{key}: environment variable {name} is not set")
+            return self.environ[name]
+        return value
+
+    def note_unknown(self, section: Mapping[str, Any], known: set[str], where: str) -> None:
+        self.unknown.extend(f"{where}{k}" for k in section if k not in known)
+
+
+def load_config(path: str | Path, environ: Mapping[str, str]) -> GatewayConfig:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_config(raw, environ)
+
+
+def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("the config file must be a mapping with model_list, general_settings, ...")
+    extra_env = _section(raw, "environment_variables")
+    reader = _Reader({**{k: str(v) for k, v in extra_env.items()}, **environ})
+    reader.note_unknown(raw, _TOP_LEVEL, "")
+    general = _section(raw, "general_settings")
+    litellm = _section(raw, "litellm_settings")
+    router = _section(raw, "router_settings")
+    reader.note_unknown(general, _GENERAL, "general_settings.")
+    reader.note_unknown(litellm, _LITELLM, "litellm_settings.")
+    reader.note_unknown(router, _ROUTER, "router_settings.")
+    models = raw.get("model_list") or []
+    if not isinstance(models, list):
+        raise ConfigError("model_list must be a list of deployments")
+    deployments = tuple(_deployment(entry, i, reader) for i, entry in enumerate(models))
+    if reader.unknown:
+        log.warning("config keys Moneta does not know (ignored): %s", ", ".join(sorted(reader.unknown)))
+    return GatewayConfig(
+        deployments=deployments,
+        master_key=reader.resolve(general.get("master_key"), "general_settings.master_key")
+        or environ.get("LITELLM_MASTER_KEY") or environ.get("MONETA_MASTER_KEY"),
+        database_url=environ.get("DATABASE_URL")
+        or reader.resolve(general.get("database_url"), "general_settings.database_url"),
+        redis_url=_redis_url(router, general, reader, environ),
+        max_request_body_bytes=int(_number(general.get("max_request_size_mb", 10), "general_settings.max_request_size_mb")
+                                   * 1024 * 1024),
+        num_retries=_int(router.get("num_retries", litellm.get("num_retries", 0)), "router_settings.num_retries"),
+        request_timeout=_number(router.get("timeout", litellm.get("request_timeout", 600)), "router_settings.timeout"),
+        drop_params=bool(litellm.get("drop_params", False)),
+        router_settings=router,
+        litellm_settings=litellm,
+        general_settings={k: v for k, v in general.items() if k != "master_key"},
+    )
+
+
+def _section(raw: dict, name: str) -> dict:
+    value = raw.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a mapping")
+    return value
+
+
+def _deployment(entry: Any, index: int, reader: _Reader) -> Deployment:
+    where = f"model_list[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a mapping with model_name and litellm_params")
+    reader.note_unknown(entry, _DEPLOYMENT, f"{where}.")
+    name = entry.get("model_name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.model_name is required (the public model name)")
+    params = entry.get("litellm_params")
+    if not isinstance(params, dict) or not isinstance(params.get("model"), str):
+        raise ConfigError(f"{where}.litellm_params.model is required, as 'provider/model'")
+    info = entry.get("model_info") or {}
+    if not isinstance(info, dict):
+        raise ConfigError(f"{where}.model_info must be a mapping")
+    p = f"{where}.litellm_params."
+    reader.note_unknown(params, _ACTED_ON_PARAMS | _PASSED_PARAMS, p)
+    values = {k: reader.resolve(v, p + k) for k, v in params.items()}
+    ref = ModelRef.parse(values["model"])
+    if values.get("custom_llm_provider"):
+        ref = ModelRef(str(values["custom_llm_provider"]).lower(), values["model"])
+    return Deployment(
+        id=str(info.get("id") or _deployment_id(name, values, index)),
+        model_name=name,
+        provider=ref.provider,
+        provider_model=ref.name,
+        api_base=values.get("api_base") or values.get("base_url"),
+        api_key=values.get("api_key"),
+        api_version=values.get("api_version"),
+        timeout=_optional_number(values.get("timeout"), p + "timeout"),
+        stream_timeout=_optional_number(values.get("stream_timeout"), p + "stream_timeout"),
+        rpm=_optional_int(values.get("rpm", entry.get("rpm")), p + "rpm"),
+        tpm=_optional_int(values.get("tpm", entry.get("tpm")), p + "tpm"),
+        weight=_optional_number(values.get("weight"), p + "weight"),
+        order=_optional_int(values.get("order"), p + "order"),
+        price=_price(values, p),
+        allow_zero_cost=bool(info.get("allow_zero_cost", False)),
+        extra_params={k: v for k, v in values.items() if k not in _ACTED_ON_PARAMS},
+        model_info=dict(info),
+    )
+
+
+def _deployment_id(name: str, params: dict, index: int) -> str:
+    identity = f"{index}|{name}|{params.get('model')}|{params.get('api_base') or ''}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _price(values: dict, where: str) -> TokenPrice | None:
+    keys = ("input_cost_per_token", "output_cost_per_token", "input_cost_per_second")
+    if not any(k in values for k in keys):
+        return None
+    try:
+        cache = values.get("cache_read_input_token_cost")
+        per_second = values.get("input_cost_per_second")
+        return TokenPrice(
+            input_per_token=to_decimal(values.get("input_cost_per_token", 0), where + "input_cost_per_token"),
+            output_per_token=to_decimal(values.get("output_cost_per_token", 0), where + "output_cost_per_token"),
+            cache_read_per_token=None if cache is None else to_decimal(cache, where + "cache_read_input_token_cost"),
+            per_second=None if per_second is None else to_decimal(per_second, where + "input_cost_per_second"),
+            source="config price",
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _redis_url(router: dict, general: dict, reader: _Reader, environ: Mapping[str, str]) -> str | None:
+    url = reader.resolve(router.get("redis_url") or general.get("redis_url"), "router_settings.redis_url")
+    if url or environ.get("REDIS_URL"):
+        return url or environ.get("REDIS_URL")
+    host = reader.resolve(router.get("redis_host"), "router_settings.redis_host") or environ.get("REDIS_HOST")
+    if not host:
+        return None
+    port = reader.resolve(router.get("redis_port"), "router_settings.redis_port") or environ.get("REDIS_PORT", 6379)
+    password = reader.resolve(router.get("redis_password"), "router_settings.redis_password") or environ.get(
+        "REDIS_PASSWORD")
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}{host}:{port}/0"
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{key} must be a number, got {value!r}") from None
+
+
+def _int(value: Any, key: str) -> int:
+    number = _number(value, key)
+    if number != int(number) or number < 0:
+        raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
+    return int(number)
+
+
+def _optional_number(value: Any, key: str) -> float | None:
+    return None if value is None else _number(value, key)
+
+
+def _optional_int(value: Any, key: str) -> int | None:
+    return None if value is None else _int(value, key)

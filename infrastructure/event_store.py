@@ -1,0 +1,82 @@
+"""The event store: the `eventsourcing` library on Postgres (psycopg 3) or a SQLite file.
+
+Tables are created only by `migrate()` (under an advisory lock on Postgres), never by
+workers at start-up: several processes creating them at once crash on Postgres.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
+
+from eventsourcing.application import Application
+
+APP_NAME = "moneta"  # names the tables: moneta_events
+DEFAULT_SQLITE_FILE = "moneta.db"
+_MIGRATE_LOCK_ID = 0x6D6F6E657461  # "moneta"
+
+
+class LedgerApplication(Application):
+    name = APP_NAME
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where the ledger lives: a parsed `postgresql://` URL or a SQLite file path."""
+
+    kind: str  # "postgres" | "sqlite"
+    env: dict[str, str]
+    sqlite_path: str | None = None
+    postgres_dsn: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str | None) -> "StoreLocation":
+        if url and url.startswith(("postgresql://", "postgres://")):
+            return cls._postgres(url)
+        path = _sqlite_path(url)
+        return cls("sqlite", {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path}, sqlite_path=path)
+
+    @classmethod
+    def _postgres(cls, url: str) -> "StoreLocation":
+        parts = urlparse(url)
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
+            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "POSTGRES_POOL_SIZE": "4",
+            "POSTGRES_MAX_OVERFLOW": "4",
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_PRE_PING": "y",
+        }
+        return cls("postgres", env, postgres_dsn=url.replace("postgres://", "postgresql://", 1))
+
+    def open(self, create_tables: bool = False) -> LedgerApplication:
+        return LedgerApplication(env={**self.env, "CREATE_TABLE": "y" if create_tables else "n"})
+
+
+def _sqlite_path(url: str | None) -> str:
+    if not url:
+        return os.path.abspath(DEFAULT_SQLITE_FILE)
+    if url.startswith("sqlite:///"):
+        return os.path.abspath(url[len("sqlite:///"):])
+    if url.startswith("sqlite://"):
+        raise ValueError("a SQLite database URL needs a file path: sqlite:///path/to/moneta.db")
+    raise ValueError(f"unsupported database URL scheme in {url.split(':', 1)[0]!r}: use postgresql:// or sqlite:///")
+
+
+def migrate(location: StoreLocation) -> None:
+    """Creates the event tables once; idempotent, safe when several processes run it at once."""
+    if location.kind == "sqlite":
+        location.open(create_tables=True).close()
+        return
+    import psycopg
+
+    with psycopg.connect(location.postgres_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATE_LOCK_ID,))
+        try:
+            location.open(create_tables=True).close()
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATE_LOCK_ID,))

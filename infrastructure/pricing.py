@@ -1,0 +1,98 @@
+"""Prices: the config's overrides first, then `genai-prices` (prices over time), and for
+audio billed by the second a small table of our own. Never a silent $0."""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+
+import genai_prices
+
+from application.config import Deployment
+from domain.errors import BadRequestError
+from domain.pricing import CostQuote, TokenPrice
+from domain.usage import Usage
+
+GENAI_PRICES_SOURCE = f"genai-prices {genai_prices.__version__}"
+
+# The built-in mock provider's demo prices, so the demo shows non-zero spend.
+MOCK_DEMO_PRICE = TokenPrice(Decimal("0.000001"), Decimal("0.000002"), source="mock demo price")
+
+# Audio transcription is billed per minute; genai-prices has it only as tokens (=$0).
+PER_SECOND_USD: dict[str, Decimal] = {
+    "whisper-1": Decimal("0.006") / 60,
+    "whisper-large-v3": Decimal("0.111") / 3600,        # Groq
+    "whisper-large-v3-turbo": Decimal("0.04") / 3600,   # Groq
+    "distil-whisper-large-v3-en": Decimal("0.02") / 3600,
+}
+
+# genai-prices' provider ids for our provider prefixes, where they differ.
+_PRICE_PROVIDER = {"azure": "azure", "gemini": "google", "vertex_ai": "google", "bedrock": "aws",
+                   "together_ai": "together", "fireworks_ai": "fireworks", "xai": "x-ai"}
+
+
+class UnpricedModelError(BadRequestError):
+    default_code = "model_not_priced"
+
+
+class PriceTable:
+    def check_priced(self, deployment: Deployment) -> None:
+        if deployment.price or deployment.allow_zero_cost or deployment.provider == "mock":
+            return
+        if _per_second(deployment.provider_model) is not None:
+            return
+        if _genai_model(deployment.provider, deployment.provider_model) is None:
+            raise UnpricedModelError(
+                f"no price is known for {deployment.provider}/{deployment.provider_model} "
+                f"(model {deployment.model_name!r}): set input_cost_per_token and output_cost_per_token "
+                "in its litellm_params, or allow_zero_cost: true in its model_info",
+                param="model",
+            )
+
+    def quote(self, deployment: Deployment, usage: Usage, at: datetime) -> CostQuote:
+        if deployment.price is not None:
+            return CostQuote(deployment.price.cost_of(usage), deployment.price.source)
+        if deployment.provider == "mock":
+            return CostQuote(MOCK_DEMO_PRICE.cost_of(usage), MOCK_DEMO_PRICE.source)
+        per_second = _per_second(deployment.provider_model)
+        if per_second is not None and usage.audio_seconds:
+            return CostQuote(Decimal(str(usage.audio_seconds)) * per_second, "moneta audio price table")
+        if deployment.allow_zero_cost and _genai_model(deployment.provider, deployment.provider_model) is None:
+            return CostQuote(Decimal(0), "allow_zero_cost")
+        return _genai_quote(deployment, usage, at)
+
+
+def _per_second(model: str) -> Decimal | None:
+    return PER_SECOND_USD.get(model.rsplit("/", 1)[-1])
+
+
+@lru_cache(maxsize=1024)
+def _genai_model(provider: str, model: str) -> str | None:
+    """The model id genai-prices knows this deployment by, or None."""
+    try:
+        result = genai_prices.calc_price(genai_prices.Usage(input_tokens=1), model,
+                                         provider_id=_PRICE_PROVIDER.get(provider, provider))
+    except LookupError:
+        try:
+            result = genai_prices.calc_price(genai_prices.Usage(input_tokens=1), model)
+        except LookupError:
+            return None
+    return f"{result.provider.id}/{result.model.id}"
+
+
+def _genai_quote(deployment: Deployment, usage: Usage, at: datetime) -> CostQuote:
+    known = _genai_model(deployment.provider, deployment.provider_model)
+    if known is None:
+        raise UnpricedModelError(f"no price is known for {deployment.label}", param="model")
+    provider_id, model_id = known.split("/", 1)
+    result = genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=usage.prompt_tokens,
+            output_tokens=usage.completion_tokens,
+            cache_read_tokens=usage.cached_tokens or None,
+        ),
+        model_id,
+        provider_id=provider_id,
+        genai_request_timestamp=at,
+    )
+    return CostQuote(Decimal(result.total_price), f"{GENAI_PRICES_SOURCE}:{known}")

@@ -1,0 +1,1 @@
+"""Provider adapters: OpenAI-shaped requests in, provider wire format out, and back."""

@@ -1,0 +1,170 @@
+"""Any OpenAI-compatible API (`openai/` and friends): the body passes through as it is."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+import aiohttp
+import orjson
+
+from application.config import Deployment
+from application.ports import AudioFile
+from domain import errors
+from infrastructure.http_session import session
+from infrastructure.providers.http_errors import error_from_response
+
+DEFAULT_TIMEOUT_S = 600.0
+
+
+class OpenAICompatibleProvider:
+    def __init__(self, name: str = "openai", default_base: str = "https://api.openai.com/v1",
+                 api_key_env_value: str | None = None) -> None:
+        self.name = name
+        self.default_base = default_base
+        self.fallback_api_key = api_key_env_value
+
+    # -- the port --------------------------------------------------------------------------
+
+    async def chat(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post_json(deployment, "/chat/completions", {**body, "stream": False})
+
+    async def text_completion(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post_json(deployment, "/completions", {**body, "stream": False})
+
+    async def embedding(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post_json(deployment, "/embeddings", body)
+
+    async def chat_stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        options = {**(body.get("stream_options") or {}), "include_usage": True}
+        payload = {**body, "stream": True, "stream_options": options}
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=30, sock_read=deployment.stream_timeout or deployment.timeout or DEFAULT_TIMEOUT_S
+        )
+        async with self._request(deployment, "/chat/completions", payload, timeout) as response:
+            if response.status >= 400:
+                raise await self._error(deployment, response)
+            async for chunk in _sse_events(response, deployment, self.name):
+                yield chunk
+
+    async def transcription(self, deployment: Deployment, audio: AudioFile, fields: dict[str, Any]) -> dict[str, Any]:
+        wanted = fields.get("response_format") or "json"
+        upstream_fields = {**fields, "model": deployment.provider_model}
+        if wanted == "json":
+            upstream_fields["response_format"] = "verbose_json"  # it carries the duration we bill
+        form = aiohttp.FormData()
+        for name, value in upstream_fields.items():
+            form.add_field(name, str(value))
+        form.add_field("file", audio.content, filename=audio.filename, content_type=audio.content_type)
+        try:
+            async with session().post(
+                self._url(deployment, "/audio/transcriptions"),
+                data=form,
+                headers=self._headers(deployment, json_body=False),
+                timeout=self._timeout(deployment),
+            ) as response:
+                if response.status >= 400:
+                    raise await self._error(deployment, response)
+                if wanted in ("text", "srt", "vtt"):
+                    return {"text": await response.text(), "response_format": wanted}
+                result = orjson.loads(await response.read())
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _transport_error(exc, deployment, self.name) from None
+        if wanted == "json":
+            return {"text": result.get("text", ""), "usage": result.get("usage"), "duration": result.get("duration")}
+        return result
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _url(self, deployment: Deployment, path: str) -> str:
+        return (deployment.api_base or self.default_base).rstrip("/") + path
+
+    def _headers(self, deployment: Deployment, json_body: bool = True) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"} if json_body else {}
+        key = deployment.api_key or self.fallback_api_key
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        organization = deployment.extra_params.get("organization")
+        if organization:
+            headers["OpenAI-Organization"] = str(organization)
+        return headers
+
+    @staticmethod
+    def _timeout(deployment: Deployment) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=deployment.timeout or DEFAULT_TIMEOUT_S)
+
+    def _request(self, deployment: Deployment, path: str, payload: dict[str, Any],
+                 timeout: aiohttp.ClientTimeout) -> "_Guarded":
+        return _Guarded(
+            session().post(self._url(deployment, path), data=orjson.dumps(payload),
+                           headers=self._headers(deployment), timeout=timeout),
+            deployment, self.name,
+        )
+
+    async def _post_json(self, deployment: Deployment, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        async with self._request(deployment, path, payload, self._timeout(deployment)) as response:
+            if response.status >= 400:
+                raise await self._error(deployment, response)
+            try:
+                return orjson.loads(await response.read())
+            except orjson.JSONDecodeError:
+                raise errors.InternalServerError(
+                    f"{self.name} returned a response that is not JSON", provider=self.name,
+                    model=deployment.provider_model, status_code=502,
+                ) from None
+
+    async def _error(self, deployment: Deployment, response: aiohttp.ClientResponse) -> errors.GatewayError:
+        raw = await response.read()
+        try:
+            body: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = raw.decode("utf-8", "replace")[:2000]
+        return error_from_response(response.status, body, response.headers, provider=self.name,
+                                   model=deployment.provider_model)
+
+
+class _Guarded:
+    """`async with` around an aiohttp request that turns transport failures into gateway errors."""
+
+    def __init__(self, request: Any, deployment: Deployment, provider: str) -> None:
+        self._request = request
+        self._deployment = deployment
+        self._provider = provider
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        try:
+            return await self._request.__aenter__()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _transport_error(exc, self._deployment, self._provider) from None
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._request.__aexit__(*exc_info)
+        exc = exc_info[1]
+        if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
+            raise _transport_error(exc, self._deployment, self._provider) from None
+
+
+def _transport_error(exc: BaseException, deployment: Deployment, provider: str) -> errors.GatewayError:
+    if isinstance(exc, asyncio.TimeoutError):
+        return errors.TimeoutError(f"{provider} did not answer in time", provider=provider,
+                                   model=deployment.provider_model)
+    return errors.APIConnectionError(f"could not reach {provider}: {type(exc).__name__}", provider=provider,
+                                     model=deployment.provider_model)
+
+
+async def _sse_events(response: aiohttp.ClientResponse, deployment: Deployment,
+                      provider: str) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for raw_line in response.content:
+            line = raw_line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return
+            event = orjson.loads(data)
+            if isinstance(event, dict) and "error" in event and "choices" not in event:
+                raise error_from_response(500, event, {}, provider=provider, model=deployment.provider_model)
+            yield event
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise _transport_error(exc, deployment, provider) from None
+
