@@ -14,7 +14,14 @@ from uuid import UUID
 
 from application.attempts import attempt_in_turn, plan_attempts
 from application.config import Deployment, GatewayConfig
-from application.ports import AudioFile, Ledger, PriceBook, ProviderRegistry, Router, Tokenizer
+from application.ports import (
+    AudioFile,
+    Ledger,
+    PriceBook,
+    ProviderRegistry,
+    Router,
+    Tokenizer,
+)
 from application.streaming import StreamTally
 from domain.errors import GatewayError
 from domain.redaction import redact

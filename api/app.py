@@ -1,0 +1,82 @@
+"""The FastAPI application: routers, error handlers, and the lifespan of what runs beside them."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator, Protocol
+
+from fastapi import Depends, FastAPI
+
+from api.auth import master_key_hash, require_admin
+from api.errors import install_error_handlers
+from api.routes import health, openai
+from application.bootstrap import Container
+from infrastructure.http_session import close_session
+
+log = logging.getLogger("moneta.api")
+VERSION = "0.1.0"
+
+
+class Background(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class RequestIdMiddleware:
+    """Every response carries `x-request-id`: the ledger stream id where the route set one."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                if not any(name == b"x-request-id" for name, _ in headers):
+                    state = scope.get("state") or {}
+                    request_id = state.get("request_id") or str(uuid.uuid4())
+                    headers.append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(container: Container, *, background: list[Background] | None = None,
+               views: Any = None, redis_ping: Any = None) -> FastAPI:
+    tasks = background or []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for task in tasks:
+            task.start()
+        try:
+            yield
+        finally:
+            for task in reversed(tasks):
+                task.stop()
+            await close_session()
+            container.close()
+
+    app = FastAPI(title="Moneta Gateway", version=VERSION, lifespan=lifespan,
+                  default_response_class=ORJSONResponse, docs_url=None, redoc_url=None)
+    app.state.container = container
+    app.state.master_key_hash = master_key_hash(container.config.master_key)
+    app.state.started_at = time.time()
+    app.state.views = views
+    app.state.redis_ping = redis_ping
+    install_error_handlers(app, container.config.secrets())
+    app.include_router(openai.router)
+    app.include_router(health.router)
+    if views is not None:
+        from api.routes import spend
+
+        app.include_router(spend.router, dependencies=[Depends(require_admin)])
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,41 @@
+"""Master-key authentication: `Authorization: Bearer <key>` or `x-api-key: <key>`."""
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from application.gateway import Caller
+from domain.errors import AuthenticationError
+from domain.redaction import key_hash
+
+
+def presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else header.strip()
+    return request.headers.get("x-api-key") or request.headers.get("api-key")
+
+
+def authenticate(request: Request) -> Caller:
+    """The caller behind the request; AuthenticationError (401) without the right key.
+    With no master key configured the gateway is open and callers are anonymous."""
+    master_key: str | None = request.app.state.container.config.master_key
+    if not master_key:
+        return Caller()
+    key = presented_key(request)
+    if not key:
+        raise AuthenticationError("No API key provided. Pass it as 'Authorization: Bearer <key>' or 'x-api-key'.")
+    if not hmac.compare_digest(key.encode(), master_key.encode()):
+        raise AuthenticationError("Invalid API key.")
+    return Caller(key_hash=request.app.state.master_key_hash)
+
+
+def require_admin(request: Request) -> None:
+    """FastAPI dependency for management routes (spend, reports)."""
+    authenticate(request)
+
+
+def master_key_hash(master_key: str | None) -> str:
+    return key_hash(master_key) if master_key else ""

@@ -1,0 +1,70 @@
+"""The `moneta` command line: serve, migrate, projections rebuild."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from application.bootstrap import environment, load_gateway_config
+from application.config import GatewayConfig
+from infrastructure.config_loader import ConfigError
+
+
+def _config(args: argparse.Namespace) -> GatewayConfig:
+    try:
+        return load_gateway_config(args.config, environment())
+    except (ConfigError, ValueError) as exc:
+        sys.exit(f"moneta: invalid configuration: {exc}")
+
+
+def _migrate(config: GatewayConfig) -> None:
+    from infrastructure.event_store import StoreLocation, migrate
+
+    location = StoreLocation.from_url(config.database_url)
+    migrate(location)
+    print(f"moneta: ledger ready ({location.kind})", file=sys.stderr)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    _migrate(_config(args))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    config = _config(args)
+    _migrate(config)
+    if args.config:
+        os.environ["MONETA_CONFIG"] = os.path.abspath(args.config)  # read again by each worker
+    if not config.master_key:
+        logging.getLogger("moneta").warning("no master_key configured: the gateway accepts every caller")
+    uvicorn.run("api.server:app_from_environment", factory=True, host=args.host, port=args.port,
+                workers=args.workers, loop="uvloop", http="httptools", access_log=args.access_log,
+                log_level=args.log_level, timeout_graceful_shutdown=30)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="moneta", description="Moneta Gateway: an LLM gateway with a ledger")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the proxy (migrates the ledger first)")
+    serve.add_argument("--config", help="LiteLLM-format config.yaml (default: built-in mock models)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=4000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    serve.set_defaults(run=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="create the ledger's tables (idempotent)")
+    migrate.add_argument("--config")
+    migrate.set_defaults(run=cmd_migrate)
+
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The composition root: the one place that reads the environment and wires adapters to ports.
+
+The proxy and the library facade both build their object graph here, so that
+`from application import completion` works without the web framework.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+from application.config import Deployment, GatewayConfig
+from application.gateway import Gateway
+from application.routing import ShuffleRouter
+
+
+@dataclass
+class Container:
+    config: GatewayConfig
+    gateway: Gateway
+    ledger: object  # infrastructure.group_commit.GroupCommitLedger
+    location: object  # infrastructure.event_store.StoreLocation
+    providers: object
+    prices: object
+    tokenizer: object
+    environ: Mapping[str, str]
+
+    def gateway_for(self, deployment: Deployment) -> Gateway:
+        """A gateway over one ad-hoc deployment (library calls that name `provider/model`)."""
+        config = replace(self.config, deployments=(deployment,))
+        return Gateway(config, ShuffleRouter(config), self.providers, self.ledger, self.prices,  # type: ignore[arg-type]
+                       self.tokenizer)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.ledger.close()  # type: ignore[attr-defined]
+        self.ledger.app.close()  # type: ignore[attr-defined]
+
+
+def environment() -> dict[str, str]:
+    return dict(os.environ)
+
+
+def load_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> GatewayConfig:
+    """The config file if one is named (argument or MONETA_CONFIG), else the embedded default."""
+    from infrastructure.config_loader import load_config, parse_config
+    from infrastructure.default_config import DEFAULT_CONFIG
+
+    path = config_path or environ.get("MONETA_CONFIG")
+    return load_config(path, environ) if path else parse_config(DEFAULT_CONFIG, environ)
+
+
+def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, migrate: bool = False) -> Container:
+    from infrastructure.event_store import StoreLocation
+    from infrastructure.event_store import migrate as migrate_store
+    from infrastructure.group_commit import GroupCommitLedger
+    from infrastructure.pricing import PriceTable
+    from infrastructure.providers.registry import default_providers
+    from infrastructure.tokenizer import TiktokenCounter
+
+    environ = dict(environ if environ is not None else environment())
+    location = StoreLocation.from_url(config.database_url)
+    if migrate:
+        migrate_store(location)
+    ledger = GroupCommitLedger(location.open())
+    providers = default_providers(environ)
+    prices = PriceTable()
+    tokenizer = TiktokenCounter()
+    gateway = Gateway(config, ShuffleRouter(config), providers, ledger, prices, tokenizer)  # type: ignore[arg-type]
+    return Container(config, gateway, ledger, location, providers, prices, tokenizer, environ)

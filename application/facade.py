@@ -1,0 +1,182 @@
+"""The library: `completion()`, `acompletion()`, `embedding()`, `transcription()` and friends.
+
+Call any provider with OpenAI's arguments: `completion(model="openai/gpt-4o-mini",
+messages=[...])`. A model name that the config (MONETA_CONFIG) defines is routed through its
+deployments; any other `provider/model` is called directly with the `api_key` / `api_base`
+given. Every call is recorded in the ledger (DATABASE_URL, else ./moneta.db) like a proxy call.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any, AsyncIterator, BinaryIO, Iterator
+
+from application import validation
+from application.bootstrap import Container, build, environment, load_gateway_config
+from application.config import Deployment
+from application.gateway import Caller, Gateway
+from application.ports import AudioFile
+from application.results import (
+    EmbeddingResponse,
+    ModelResponse,
+    ModelResponseChunk,
+    TranscriptionResponse,
+)
+from domain.model_ref import ModelRef
+from domain.pricing import TokenPrice, to_decimal
+
+# Call arguments that configure the call rather than travel in the request body.
+_CALL_SETTINGS = {"api_key", "api_base", "base_url", "api_version", "timeout", "stream_timeout",
+                  "custom_llm_provider", "input_cost_per_token", "output_cost_per_token", "num_retries"}
+
+_container: Container | None = None
+_container_lock = threading.Lock()
+
+
+def _get_container() -> Container:
+    global _container
+    with _container_lock:
+        if _container is None:
+            environ = environment()
+            _container = build(load_gateway_config(None, environ), environ, migrate=True)
+        return _container
+
+
+def _gateway(model: str, settings: dict[str, Any], mock_response: Any) -> Gateway:
+    container = _get_container()
+    if model in container.config.model_names() and not settings and mock_response is None:
+        return container.gateway
+    return container.gateway_for(_ad_hoc_deployment(model, settings, mock_response))
+
+
+def _ad_hoc_deployment(model: str, settings: dict[str, Any], mock_response: Any) -> Deployment:
+    ref = ModelRef.parse(model)
+    if settings.get("custom_llm_provider"):
+        ref = ModelRef(str(settings["custom_llm_provider"]), model)
+    if mock_response is not None:
+        ref = ModelRef("mock", ref.name)
+    price = None
+    if "input_cost_per_token" in settings or "output_cost_per_token" in settings:
+        price = TokenPrice(to_decimal(settings.get("input_cost_per_token", 0), "input_cost_per_token"),
+                           to_decimal(settings.get("output_cost_per_token", 0), "output_cost_per_token"))
+    return Deployment(
+        id=f"adhoc:{ref}", model_name=model, provider=ref.provider, provider_model=ref.name,
+        api_base=settings.get("api_base") or settings.get("base_url"), api_key=settings.get("api_key"),
+        api_version=settings.get("api_version"), timeout=settings.get("timeout"),
+        stream_timeout=settings.get("stream_timeout"), price=price,
+        extra_params={"mock_response": mock_response} if mock_response is not None else {},
+    )
+
+
+def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    settings = {k: kwargs.pop(k) for k in list(kwargs) if k in _CALL_SETTINGS and kwargs[k] is not None}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return kwargs, settings, kwargs.pop("mock_response", None)
+
+
+def _caller(body: dict[str, Any]) -> Caller:
+    return Caller(end_user=str(body.get("user") or ""))
+
+
+# -- async API ----------------------------------------------------------------------------
+
+async def acompletion(model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any) -> Any:
+    """Chat completion. With `stream=True`, an async iterator of ModelResponseChunk."""
+    body, settings, mock_response = _split({"model": model, "messages": messages, **kwargs})
+    if stream:
+        body["stream"] = True
+    validation.validate_chat(body)
+    gateway = _gateway(model, settings, mock_response)
+    if stream:
+        chunks = await gateway.open_chat_stream(_caller(body), body, uuid.uuid4())
+        return _typed_chunks(chunks)
+    return ModelResponse(await gateway.chat(_caller(body), body, uuid.uuid4()))
+
+
+async def atext_completion(model: str, prompt: str | list[str], **kwargs: Any) -> ModelResponse:
+    body, settings, mock_response = _split({"model": model, "prompt": prompt, **kwargs})
+    validation.validate_text_completion(body)
+    gateway = _gateway(model, settings, mock_response)
+    return ModelResponse(await gateway.text_completion(_caller(body), body, uuid.uuid4()))
+
+
+async def aembedding(model: str, input: str | list[str], **kwargs: Any) -> EmbeddingResponse:  # noqa: A002
+    body, settings, mock_response = _split({"model": model, "input": input, **kwargs})
+    validation.validate_embedding(body)
+    gateway = _gateway(model, settings, mock_response)
+    return EmbeddingResponse(await gateway.embedding(_caller(body), body, uuid.uuid4()))
+
+
+async def atranscription(model: str, file: BinaryIO | bytes | tuple[str, bytes], **kwargs: Any) -> TranscriptionResponse:
+    fields, settings, mock_response = _split(dict(kwargs))
+    audio = _audio(file)
+    gateway = _gateway(model, settings, mock_response)
+    return TranscriptionResponse(
+        await gateway.transcription(_caller(fields), model, audio, fields, uuid.uuid4())
+    )
+
+
+async def _typed_chunks(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[ModelResponseChunk]:
+    async for chunk in chunks:
+        yield ModelResponseChunk(chunk)
+
+
+def _audio(file: BinaryIO | bytes | tuple[str, bytes]) -> AudioFile:
+    if isinstance(file, tuple):
+        return AudioFile(file[0], file[1], "application/octet-stream")
+    if isinstance(file, bytes):
+        return AudioFile("audio.wav", file, "audio/wav")
+    name = getattr(file, "name", "audio.wav")
+    return AudioFile(str(name).rsplit("/", 1)[-1], file.read(), "application/octet-stream")
+
+
+# -- sync API: the async one, run on a private event loop in a background thread ---------------
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="moneta-library-loop", daemon=True).start()
+
+    def run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def iterate(self, chunks: AsyncIterator[Any]) -> Iterator[Any]:
+        try:
+            while True:
+                try:
+                    yield self.run(chunks.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self.run(chunks.aclose())  # type: ignore[attr-defined]
+
+
+_loop: _LoopThread | None = None
+
+
+def _runner() -> _LoopThread:
+    global _loop
+    with _container_lock:
+        if _loop is None:
+            _loop = _LoopThread()
+        return _loop
+
+
+def completion(model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any) -> Any:
+    """Chat completion. With `stream=True`, an iterator of ModelResponseChunk."""
+    runner = _runner()
+    result = runner.run(acompletion(model, messages, stream=stream, **kwargs))
+    return runner.iterate(result) if stream else result
+
+
+def text_completion(model: str, prompt: str | list[str], **kwargs: Any) -> ModelResponse:
+    return _runner().run(atext_completion(model, prompt, **kwargs))
+
+
+def embedding(model: str, input: str | list[str], **kwargs: Any) -> EmbeddingResponse:  # noqa: A002
+    return _runner().run(aembedding(model, input, **kwargs))
+
+
+def transcription(model: str, file: BinaryIO | bytes | tuple[str, bytes], **kwargs: Any) -> TranscriptionResponse:
+    return _runner().run(atranscription(model, file, **kwargs))
