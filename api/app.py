@@ -64,8 +64,7 @@ def create_app(container: Container, *, background: list[Background] | None = No
             await close_session()
             container.close()
 
-    app = FastAPI(title="Moneta Gateway", version=VERSION, lifespan=lifespan,
-                  default_response_class=ORJSONResponse, docs_url=None, redoc_url=None)
+    app = FastAPI(title="Moneta Gateway", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.container = container
     app.state.master_key_hash = master_key_hash(container.config.master_key)
     app.state.started_at = time.time()

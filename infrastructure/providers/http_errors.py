@@ -1,8 +1,8 @@
 """Turning a provider's HTTP error into the gateway's error hierarchy."""
 from __future__ import annotations
 
-from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 
 from domain import errors

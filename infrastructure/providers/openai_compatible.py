@@ -37,10 +37,8 @@ class OpenAICompatibleProvider:
     async def chat_stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         options = {**(body.get("stream_options") or {}), "include_usage": True}
         payload = {**body, "stream": True, "stream_options": options}
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=30, sock_read=deployment.stream_timeout or deployment.timeout or DEFAULT_TIMEOUT_S
-        )
-        async with self._request(deployment, "/chat/completions", payload, timeout) as response:
+        timeout = stream_timeout(deployment)
+        async with await self._request(deployment, "/chat/completions", payload, timeout) as response:
             if response.status >= 400:
                 raise await self._error(deployment, response)
             async for chunk in _sse_events(response, deployment, self.name):
@@ -59,7 +57,7 @@ class OpenAICompatibleProvider:
             async with session().post(
                 self._url(deployment, "/audio/transcriptions"),
                 data=form,
-                headers=self._headers(deployment, json_body=False),
+                headers=await self._headers(deployment, json_body=False),
                 timeout=self._timeout(deployment),
             ) as response:
                 if response.status >= 400:
@@ -76,9 +74,13 @@ class OpenAICompatibleProvider:
     # -- HTTP ------------------------------------------------------------------------------
 
     def _url(self, deployment: Deployment, path: str) -> str:
-        return (deployment.api_base or self.default_base).rstrip("/") + path
+        base = deployment.api_base or self.default_base
+        if not base:
+            raise errors.BadRequestError(f"{self.name} deployments need an api_base", param="api_base",
+                                         provider=self.name, model=deployment.provider_model)
+        return base.rstrip("/") + path
 
-    def _headers(self, deployment: Deployment, json_body: bool = True) -> dict[str, str]:
+    async def _headers(self, deployment: Deployment, json_body: bool = True) -> dict[str, str]:
         headers = {"Content-Type": "application/json"} if json_body else {}
         key = deployment.api_key or self.fallback_api_key
         if key:
@@ -86,40 +88,59 @@ class OpenAICompatibleProvider:
         organization = deployment.extra_params.get("organization")
         if organization:
             headers["OpenAI-Organization"] = str(organization)
+        headers.update(extra_headers(deployment))
         return headers
 
     @staticmethod
     def _timeout(deployment: Deployment) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=deployment.timeout or DEFAULT_TIMEOUT_S)
 
-    def _request(self, deployment: Deployment, path: str, payload: dict[str, Any],
-                 timeout: aiohttp.ClientTimeout) -> "_Guarded":
-        return _Guarded(
-            session().post(self._url(deployment, path), data=orjson.dumps(payload),
-                           headers=self._headers(deployment), timeout=timeout),
-            deployment, self.name,
-        )
+    async def _request(self, deployment: Deployment, path: str, payload: dict[str, Any],
+                       timeout: aiohttp.ClientTimeout) -> "_Guarded":
+        url = self._url(deployment, path)
+        return guarded_post(url, payload, await self._headers(deployment), timeout, deployment, self.name)
 
     async def _post_json(self, deployment: Deployment, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        async with self._request(deployment, path, payload, self._timeout(deployment)) as response:
+        async with await self._request(deployment, path, payload, self._timeout(deployment)) as response:
             if response.status >= 400:
                 raise await self._error(deployment, response)
-            try:
-                return orjson.loads(await response.read())
-            except orjson.JSONDecodeError:
-                raise errors.InternalServerError(
-                    f"{self.name} returned a response that is not JSON", provider=self.name,
-                    model=deployment.provider_model, status_code=502,
-                ) from None
+            return await read_json(response, deployment, self.name)
 
     async def _error(self, deployment: Deployment, response: aiohttp.ClientResponse) -> errors.GatewayError:
-        raw = await response.read()
-        try:
-            body: Any = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = raw.decode("utf-8", "replace")[:2000]
-        return error_from_response(response.status, body, response.headers, provider=self.name,
-                                   model=deployment.provider_model)
+        return error_from_response(response.status, await error_body(response), response.headers,
+                                   provider=self.name, model=deployment.provider_model)
+
+
+def extra_headers(deployment: Deployment) -> dict[str, str]:
+    """`extra_headers` (or LiteLLM's older `headers`) from the deployment's litellm_params."""
+    configured = deployment.extra_params.get("extra_headers") or deployment.extra_params.get("headers") or {}
+    return {str(k): str(v) for k, v in configured.items()} if isinstance(configured, dict) else {}
+
+
+def guarded_post(url: str, payload: dict[str, Any], headers: dict[str, str], timeout: aiohttp.ClientTimeout,
+                 deployment: Deployment, provider: str) -> "_Guarded":
+    """A JSON POST to use with `async with`; transport failures come out as gateway errors."""
+    return _Guarded(session().post(url, data=orjson.dumps(payload), headers=headers, timeout=timeout),
+                    deployment, provider)
+
+
+async def read_json(response: aiohttp.ClientResponse, deployment: Deployment, provider: str) -> Any:
+    try:
+        return orjson.loads(await response.read())
+    except orjson.JSONDecodeError:
+        raise errors.InternalServerError(
+            f"{provider} returned a response that is not JSON", provider=provider,
+            model=deployment.provider_model, status_code=502,
+        ) from None
+
+
+async def error_body(response: aiohttp.ClientResponse) -> Any:
+    """An error response's body: its JSON when it is JSON, else the start of its text."""
+    raw = await response.read()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")[:2000]
 
 
 class _Guarded:
@@ -151,8 +172,15 @@ def _transport_error(exc: BaseException, deployment: Deployment, provider: str) 
                                      model=deployment.provider_model)
 
 
-async def _sse_events(response: aiohttp.ClientResponse, deployment: Deployment,
-                      provider: str) -> AsyncIterator[dict[str, Any]]:
+def stream_timeout(deployment: Deployment) -> aiohttp.ClientTimeout:
+    """No total limit on a stream, only on the wait for each read."""
+    return aiohttp.ClientTimeout(
+        total=None, sock_connect=30, sock_read=deployment.stream_timeout or deployment.timeout or DEFAULT_TIMEOUT_S
+    )
+
+
+async def sse_data(response: aiohttp.ClientResponse, deployment: Deployment, provider: str) -> AsyncIterator[Any]:
+    """The decoded JSON of each SSE `data:` line, up to `[DONE]` or the end of the body."""
     try:
         async for raw_line in response.content:
             line = raw_line.strip()
@@ -161,10 +189,15 @@ async def _sse_events(response: aiohttp.ClientResponse, deployment: Deployment,
             data = line[5:].strip()
             if data == b"[DONE]":
                 return
-            event = orjson.loads(data)
-            if isinstance(event, dict) and "error" in event and "choices" not in event:
-                raise error_from_response(500, event, {}, provider=provider, model=deployment.provider_model)
-            yield event
+            yield orjson.loads(data)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise _transport_error(exc, deployment, provider) from None
+
+
+async def _sse_events(response: aiohttp.ClientResponse, deployment: Deployment,
+                      provider: str) -> AsyncIterator[dict[str, Any]]:
+    async for event in sse_data(response, deployment, provider):
+        if isinstance(event, dict) and "error" in event and "choices" not in event:
+            raise error_from_response(500, event, {}, provider=provider, model=deployment.provider_model)
+        yield event
 
