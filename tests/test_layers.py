@@ -1,0 +1,70 @@
+"""The import rules between the layers (ARCHITECTURE.md), checked on the source itself."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ("domain", "application", "infrastructure", "projections", "api")
+# What each layer may import from the project's own layers and from I/O-ish libraries.
+ALLOWED_LAYERS = {
+    "domain": {"domain"},
+    "application": {"domain", "application"},
+    "infrastructure": {"domain", "application", "infrastructure"},
+    "projections": {"domain", "projections"},
+    "api": set(LAYERS),
+}
+FORBIDDEN_LIBRARIES = {
+    "domain": {"fastapi", "starlette", "httpx", "aiohttp", "psycopg", "redis", "sqlite3", "requests", "uvicorn",
+               "apscheduler", "os", "socket", "asyncio", "yaml", "tiktoken", "genai_prices"},
+    "application": {"fastapi", "starlette", "psycopg", "redis", "uvicorn", "aiohttp", "httpx", "sqlite3"},
+}
+COMPOSITION_ROOT = ROOT / "application" / "bootstrap.py"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _sources(layer: str) -> list[Path]:
+    return sorted((ROOT / layer).rglob("*.py"))
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_layer_imports_only_what_it_may(layer):
+    for path in _sources(layer):
+        allowed = ALLOWED_LAYERS[layer] | ({"infrastructure"} if path == COMPOSITION_ROOT else set())
+        imported = _imports(path)
+        wrong_layers = (imported & set(LAYERS)) - allowed
+        wrong_libraries = imported & FORBIDDEN_LIBRARIES.get(layer, set())
+        assert not wrong_layers, f"{path.relative_to(ROOT)} imports {sorted(wrong_layers)}"
+        assert not wrong_libraries, f"{path.relative_to(ROOT)} imports {sorted(wrong_libraries)}"
+
+
+def test_the_checker_sees_a_violation(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\nfrom infrastructure.event_store import migrate\n")
+    assert _imports(bad) == {"os", "infrastructure"}
+
+
+def _reads_environment(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and \
+                isinstance(node.value, ast.Name) and node.value.id == "os":
+            return True
+    return False
+
+
+def test_only_the_composition_root_touches_the_environment():
+    # The CLI writes MONETA_CONFIG for the worker processes it starts; nothing else may look.
+    touching = {p.relative_to(ROOT) for layer in LAYERS for p in _sources(layer) if _reads_environment(p)}
+    assert touching == {Path("application/bootstrap.py"), Path("api/cli.py")}
