@@ -1,0 +1,1 @@
+"""Read models fed from the ledger's notification log, each page applied with its tracking position."""

@@ -1,0 +1,187 @@
+"""Keeps the views up to date with the ledger, exactly once, in one transaction per page.
+
+Each page of the notification log is applied to every view and the projection's position is
+advanced in the same transaction, after locking the tracking row (Postgres `FOR UPDATE`,
+SQLite `BEGIN IMMEDIATE`) and re-reading the position under the lock: several runners, in
+several processes, may run over the same log and each event is still applied once.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from types import ModuleType
+
+from eventsourcing.application import Application
+from eventsourcing.utils import get_topic
+
+from projections import spend_log, tracking, usage_report
+from projections.view_store import ViewStore
+
+log = logging.getLogger("moneta.projections")
+
+DEFAULT_VIEWS: tuple[ModuleType, ...] = (spend_log, usage_report)  # order matters: see usage_report
+_SCHEMA_LOCK_ID = 0x6D6F6E657461 + 1  # next to the ledger's migrate lock
+_MIN_BACKOFF_S, _MAX_BACKOFF_S = 0.1, 10.0
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        app: Application,
+        store: ViewStore,
+        *,
+        name: str = "spend",
+        views: Sequence[ModuleType] = DEFAULT_VIEWS,
+        page_size: int = 500,
+        listen_dsn: str | None = None,
+        channel: str = "moneta_events",
+        poll_interval_s: float | None = None,
+    ) -> None:
+        """`listen_dsn` (Postgres) wakes the runner on NOTIFY, polling every second as a fallback;
+        without it the runner polls every 50 ms."""
+        self.app = app
+        self.store = store
+        self.name = name
+        self.views = tuple(views)
+        self.page_size = page_size
+        self._topics = {get_topic(cls) for view in self.views for cls in view.EVENT_TYPES}
+        self._stopping = threading.Event()
+        interval = poll_interval_s or (1.0 if listen_dsn else 0.05)
+        self._waker = _Listen(listen_dsn, channel, interval) if listen_dsn else _Poll(interval, self._stopping)
+        self._known = 0  # the last position this runner saw committed
+        self._advanced = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def create_tables(self) -> None:
+        """Idempotent; safe when several processes run it at once."""
+        with self.store.transaction() as cur:
+            if self.store.dialect == "postgres":
+                cur.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_ID,))
+            for statement in (*tracking.DDL, *(ddl for view in self.views for ddl in view.DDL)):
+                cur.execute(self.store.ddl(statement))
+            tracking.ensure(cur, self.name)
+
+    def rebuild(self) -> int:
+        """Empties the views and replays the whole log into them; returns the final position."""
+        with self.store.transaction() as cur:
+            tracking.lock(cur, self.name)
+            for table in (table for view in self.views for table in view.TABLES):
+                cur.execute(f"DELETE FROM {table}")
+            tracking.advance(cur, self.name, 0)
+        self._set_known(0)
+        return self.catch_up()
+
+    # -- processing ----------------------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Processes the log to its current end, synchronously; returns the position reached."""
+        while (self.app.recorder.max_notification_id() or 0) > self._known:
+            self._process_page()
+        return self._known
+
+    def position(self) -> int:
+        with self.store.reading() as cur:
+            return tracking.read(cur, self.name)
+
+    def wait_until(self, position: int, timeout: float) -> bool:
+        """Waits until this runner has seen `position` committed (by itself or another runner)."""
+        with self._advanced:
+            return self._advanced.wait_for(lambda: self._known >= position, timeout)
+
+    def _process_page(self) -> None:
+        with self.store.transaction() as cur:
+            start = tracking.lock(cur, self.name)
+            notifications = self.app.recorder.select_notifications(start, self.page_size, inclusive_of_start=False)
+            for notification in notifications:
+                if notification.topic in self._topics:
+                    event = self.app.mapper.to_domain_event(notification)
+                    for view in self.views:
+                        view.apply(cur, event)
+            end = notifications[-1].id if notifications else start
+            tracking.advance(cur, self.name, end)
+        self._set_known(end)
+
+    def _set_known(self, position: int) -> None:
+        with self._advanced:
+            self._known = position
+            self._advanced.notify_all()
+
+    # -- the background thread ---------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name=f"moneta-projection-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        backoff = _MIN_BACKOFF_S
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._waker.prepare()  # listen before reading, so no notification falls between
+                    self.catch_up()
+                    backoff = _MIN_BACKOFF_S
+                    self._waker.wait()
+                except Exception:
+                    log.exception("projection %r failed; retrying in %.1fs", self.name, backoff)
+                    self._waker.close()
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+        finally:
+            self._waker.close()
+
+
+class _Poll:
+    def __init__(self, interval_s: float, stopping: threading.Event) -> None:
+        self.interval_s = interval_s
+        self._stopping = stopping
+
+    def prepare(self) -> None:
+        """Polling needs no connection."""
+
+    def wait(self) -> None:
+        self._stopping.wait(self.interval_s)
+
+    def close(self) -> None:
+        """Polling holds no connection."""
+
+
+class _Listen:
+    """Postgres LISTEN on the channel the event store NOTIFYs on every insert."""
+
+    def __init__(self, dsn: str, channel: str, fallback_s: float) -> None:
+        self.dsn = dsn
+        self.channel = channel
+        self.fallback_s = fallback_s
+        self._conn = None
+
+    def prepare(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            return
+        import psycopg
+        from psycopg import sql
+
+        self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+        self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+
+    def wait(self) -> None:
+        for _ in self._conn.notifies(timeout=self.fallback_s, stop_after=1):
+            pass
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
