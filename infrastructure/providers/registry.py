@@ -4,6 +4,8 @@ from __future__ import annotations
 from application.config import Deployment
 from application.ports import Provider
 from domain.errors import BadRequestError
+from infrastructure.providers.bedrock import BedrockProvider
+from infrastructure.providers.cohere import CohereProvider
 from infrastructure.providers.mock import MockProvider
 from infrastructure.providers.openai_compatible import OpenAICompatibleProvider
 
@@ -33,5 +35,8 @@ def default_providers(environ: dict[str, str]) -> ProviderTable:
         "openai": OpenAICompatibleProvider(
             "openai", environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1", environ.get("OPENAI_API_KEY")
         ),
+        "bedrock": BedrockProvider(),
+        "cohere": CohereProvider("cohere", environ.get("COHERE_API_KEY")),
+        "cohere_chat": CohereProvider("cohere_chat", environ.get("COHERE_API_KEY")),
         "mock": MockProvider(),
     })
