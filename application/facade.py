@@ -8,6 +8,8 @@ given. Every call is recorded in the ledger (DATABASE_URL, else ./moneta.db) lik
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import threading
 import uuid
 from typing import Any, AsyncIterator, BinaryIO, Iterator
@@ -40,6 +42,7 @@ def _get_container() -> Container:
         if _container is None:
             environ = environment()
             _container = build(load_gateway_config(None, environ), environ, migrate=True)
+            atexit.register(_container.close)  # commits what an abandoned stream left queued
         return _container
 
 
@@ -149,7 +152,10 @@ class _LoopThread:
                 except StopAsyncIteration:
                     return
         finally:
-            self.run(chunks.aclose())  # type: ignore[attr-defined]
+            # Bounded: an abandoned stream may be finalised while the interpreter shuts down.
+            closing = asyncio.run_coroutine_threadsafe(chunks.aclose(), self.loop)  # type: ignore[attr-defined]
+            with contextlib.suppress(Exception):
+                closing.result(timeout=5)
 
 
 _loop: _LoopThread | None = None

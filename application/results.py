@@ -6,13 +6,13 @@ from typing import Any
 
 
 class OpenAIObject(dict):
-    """A dict whose keys read as attributes, recursively."""
+    """A dict whose keys read as attributes, recursively. An absent field reads as None,
+    as it does on the `openai` SDK's models (`chunk.choices[0].delta.content`)."""
 
     def __getattr__(self, name: str) -> Any:
-        try:
-            return _wrap(self[name])
-        except KeyError:
-            raise AttributeError(name) from None
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _wrap(self.get(name))
 
     def __getitem__(self, key: str) -> Any:
         return _wrap(dict.__getitem__(self, key))
