@@ -18,16 +18,39 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         sys.exit(f"moneta: invalid configuration: {exc}")
 
 
+def _read_side(config: GatewayConfig):
+    from api.read_side import ReadSide
+    from infrastructure.event_store import StoreLocation
+
+    return ReadSide(StoreLocation.from_url(config.database_url))
+
+
 def _migrate(config: GatewayConfig) -> None:
     from infrastructure.event_store import StoreLocation, migrate
 
     location = StoreLocation.from_url(config.database_url)
     migrate(location)
-    print(f"moneta: ledger ready ({location.kind})", file=sys.stderr)
+    read_side = _read_side(config)
+    try:
+        read_side.runner.create_tables()
+    finally:
+        read_side.close()
+    print(f"moneta: ledger and views ready ({location.kind})", file=sys.stderr)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
     _migrate(_config(args))
+
+
+def cmd_rebuild(args: argparse.Namespace) -> None:
+    config = _config(args)
+    _migrate(config)
+    read_side = _read_side(config)
+    try:
+        position = read_side.runner.rebuild()
+    finally:
+        read_side.close()
+    print(f"moneta: projections rebuilt from the ledger, up to event {position}", file=sys.stderr)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -61,6 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     migrate = commands.add_parser("migrate", help="create the ledger's tables (idempotent)")
     migrate.add_argument("--config")
     migrate.set_defaults(run=cmd_migrate)
+
+    projections = commands.add_parser("projections", help="manage the read models")
+    projection_commands = projections.add_subparsers(dest="projection_command", required=True)
+    rebuild = projection_commands.add_parser("rebuild", help="rebuild every view from the ledger, from zero")
+    rebuild.add_argument("--config")
+    rebuild.set_defaults(run=cmd_rebuild)
 
     args = parser.parse_args(argv)
     args.run(args)
