@@ -17,7 +17,7 @@ DEFAULT_TIMEOUT_S = 600.0
 
 
 class OpenAICompatibleProvider:
-    def __init__(self, name: str = "openai", default_base: str = "https://api.openai.com/v1",
+    def __init__(self, name: str = "openai", default_base: str | None = "https://api.openai.com/v1",
                  api_key_env_value: str | None = None) -> None:
         self.name = name
         self.default_base = default_base
@@ -96,7 +96,7 @@ class OpenAICompatibleProvider:
         return aiohttp.ClientTimeout(total=deployment.timeout or DEFAULT_TIMEOUT_S)
 
     async def _request(self, deployment: Deployment, path: str, payload: dict[str, Any],
-                       timeout: aiohttp.ClientTimeout) -> "_Guarded":
+                       timeout: aiohttp.ClientTimeout) -> _Guarded:
         url = self._url(deployment, path)
         return guarded_post(url, payload, await self._headers(deployment), timeout, deployment, self.name)
 
@@ -118,7 +118,7 @@ def extra_headers(deployment: Deployment) -> dict[str, str]:
 
 
 def guarded_post(url: str, payload: dict[str, Any], headers: dict[str, str], timeout: aiohttp.ClientTimeout,
-                 deployment: Deployment, provider: str) -> "_Guarded":
+                 deployment: Deployment, provider: str) -> _Guarded:
     """A JSON POST to use with `async with`; transport failures come out as gateway errors."""
     return _Guarded(session().post(url, data=orjson.dumps(payload), headers=headers, timeout=timeout),
                     deployment, provider)
@@ -190,6 +190,16 @@ async def sse_data(response: aiohttp.ClientResponse, deployment: Deployment, pro
             if data == b"[DONE]":
                 return
             yield orjson.loads(data)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise _transport_error(exc, deployment, provider) from None
+
+
+async def json_lines(response: aiohttp.ClientResponse, deployment: Deployment, provider: str) -> AsyncIterator[Any]:
+    """The decoded JSON of each non-empty line of an NDJSON body."""
+    try:
+        async for raw_line in response.content:
+            if raw_line.strip():
+                yield orjson.loads(raw_line)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise _transport_error(exc, deployment, provider) from None
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 from application.config import Deployment
 from application.ports import Provider
 from domain.errors import BadRequestError
+from infrastructure.providers.anthropic import AnthropicProvider
+from infrastructure.providers.azure import AzureOpenAIProvider
 from infrastructure.providers.bedrock import BedrockProvider
 from infrastructure.providers.cohere import CohereProvider
+from infrastructure.providers.gemini import GeminiProvider, VertexAIProvider
 from infrastructure.providers.mock import MockProvider
-from infrastructure.providers.openai_compatible import OpenAICompatibleProvider
+from infrastructure.providers.ollama import OllamaProvider
+from infrastructure.providers.openai_family import family_providers
 
 
 class ProviderTable:
@@ -32,9 +36,13 @@ class ProviderTable:
 def default_providers(environ: dict[str, str]) -> ProviderTable:
     """The adapters this build ships; `environ` supplies conventional keys like OPENAI_API_KEY."""
     return ProviderTable({
-        "openai": OpenAICompatibleProvider(
-            "openai", environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1", environ.get("OPENAI_API_KEY")
-        ),
+        **family_providers(environ),
+        "azure": AzureOpenAIProvider(environ),
+        "anthropic": AnthropicProvider(environ),
+        "gemini": GeminiProvider(environ),
+        "vertex_ai": VertexAIProvider(environ),
+        "ollama": OllamaProvider("ollama", environ),
+        "ollama_chat": OllamaProvider("ollama_chat", environ),
         "bedrock": BedrockProvider(),
         "cohere": CohereProvider("cohere", environ.get("COHERE_API_KEY")),
         "cohere_chat": CohereProvider("cohere_chat", environ.get("COHERE_API_KEY")),
