@@ -113,7 +113,8 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
     models = raw.get("model_list") or []
     if not isinstance(models, list):
         raise ConfigError("model_list must be a list of deployments")
-    deployments = tuple(_deployment(entry, i, reader) for i, entry in enumerate(models))
+    drop_params = bool(litellm.get("drop_params", False))
+    deployments = tuple(_deployment(entry, i, reader, drop_params) for i, entry in enumerate(models))
     if reader.unknown:
         log.warning("config keys Moneta does not know (ignored): %s", ", ".join(sorted(reader.unknown)))
     return GatewayConfig(
@@ -127,7 +128,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
                                    * 1024 * 1024),
         num_retries=_int(router.get("num_retries", litellm.get("num_retries", 0)), "router_settings.num_retries"),
         request_timeout=_number(router.get("timeout", litellm.get("request_timeout", 600)), "router_settings.timeout"),
-        drop_params=bool(litellm.get("drop_params", False)),
+        drop_params=drop_params,
         router_settings=router,
         litellm_settings=litellm,
         general_settings={k: v for k, v in general.items() if k != "master_key"},
@@ -141,7 +142,7 @@ def _section(raw: dict, name: str) -> dict:
     return value
 
 
-def _deployment(entry: Any, index: int, reader: _Reader) -> Deployment:
+def _deployment(entry: Any, index: int, reader: _Reader, drop_params: bool) -> Deployment:
     where = f"model_list[{index}]"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a mapping with model_name and litellm_params")
@@ -177,7 +178,8 @@ def _deployment(entry: Any, index: int, reader: _Reader) -> Deployment:
         order=_optional_int(values.get("order"), p + "order"),
         price=_price(values, p),
         allow_zero_cost=bool(info.get("allow_zero_cost", False)),
-        extra_params={k: v for k, v in values.items() if k not in _ACTED_ON_PARAMS},
+        # The gateway-wide drop_params reaches the adapters through each deployment.
+        extra_params={"drop_params": drop_params} | {k: v for k, v in values.items() if k not in _ACTED_ON_PARAMS},
         model_info=dict(info),
     )
 

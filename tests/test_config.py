@@ -85,6 +85,7 @@ def test_a_litellm_file_loads_unchanged(tmp_path, caplog):
     assert config.redis_url == "redis://127.0.0.1:6379/0"
     assert config.num_retries == 2 and config.request_timeout == 120 and config.drop_params
     assert config.model_names() == ["gpt-4o", "local"]
+    assert all(d.extra_params["drop_params"] for d in config.deployments)  # litellm_settings.drop_params
 
 
 def test_database_url_from_the_environment_wins(tmp_path):
