@@ -3,18 +3,22 @@
     from application import completion
     completion(model="mock/demo", messages=[{"role": "user", "content": "hi"}])
 """
+from importlib import import_module
 from typing import Any
 
-_FACADE = {"completion", "acompletion", "text_completion", "atext_completion", "embedding", "aembedding",
-           "transcription", "atranscription"}
+# Public name -> the module that defines it.
+_FACADE = {
+    **dict.fromkeys(("completion", "acompletion", "text_completion", "atext_completion", "embedding", "aembedding",
+                     "transcription", "atranscription"), "application.facade"),
+    **dict.fromkeys(("completion_cost", "cost_per_token"), "application.cost"),
+    "token_counter": "application.tokens",
+}
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so importing a submodule (ports, config) does not build the facade's graph.
     if name in _FACADE:
-        from application import facade
-
-        return getattr(facade, name)
+        return getattr(import_module(_FACADE[name]), name)
     raise AttributeError(name)
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Mapping
 
 from application.config import Deployment, GatewayConfig
 from application.gateway import Gateway
+from application.ports import PriceBook, Tokenizer
 from application.routing import ShuffleRouter
 
 
@@ -47,6 +49,22 @@ def load_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> 
 
     path = config_path or environ.get("MONETA_CONFIG")
     return load_config(path, environ) if path else parse_config(DEFAULT_CONFIG, environ)
+
+
+@cache
+def price_book() -> PriceBook:
+    """The prices alone, for cost questions that need no ledger (`completion_cost()`)."""
+    from infrastructure.pricing import PriceTable
+
+    return PriceTable()
+
+
+@cache
+def tokenizer() -> Tokenizer:
+    """The tokenizer alone, for `token_counter()`."""
+    from infrastructure.tokenizer import TiktokenCounter
+
+    return TiktokenCounter()
 
 
 def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, migrate: bool = False) -> Container:

@@ -61,9 +61,11 @@ class Gateway:
 
     # -- the calls -------------------------------------------------------------------------
 
-    async def chat(self, caller: Caller, body: dict[str, Any], request_id: UUID) -> dict[str, Any]:
+    async def chat(
+        self, caller: Caller, body: dict[str, Any], request_id: UUID, call_type: str = "chat"
+    ) -> dict[str, Any]:
         return await self._call(
-            "chat", caller, body, request_id,
+            call_type, caller, body, request_id,
             lambda d: self.providers.for_deployment(d).chat(d, _for(d, body)),
         )
 
@@ -88,11 +90,11 @@ class Gateway:
         )
 
     async def open_chat_stream(
-        self, caller: Caller, body: dict[str, Any], request_id: UUID
+        self, caller: Caller, body: dict[str, Any], request_id: UUID, call_type: str = "chat"
     ) -> AsyncIterator[dict[str, Any]]:
         """Admits the request and opens the provider's stream up to its first chunk, so that
         errors before any output still reach the caller as a status; then streams the rest."""
-        stream = self._stream(caller, body, request_id)
+        stream = self._stream(caller, body, request_id, call_type)
         first = await stream.__anext__()
         return _prepend(first, stream)
 
@@ -188,9 +190,9 @@ class Gateway:
     # -- streams -----------------------------------------------------------------------------
 
     async def _stream(
-        self, caller: Caller, body: dict[str, Any], request_id: UUID
+        self, caller: Caller, body: dict[str, Any], request_id: UUID, call_type: str
     ) -> AsyncIterator[dict[str, Any]]:
-        record, plan, admitted = await self._admit("chat", caller, body, request_id, stream=True)
+        record, plan, admitted = await self._admit(call_type, caller, body, request_id, stream=True)
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         started = time.perf_counter()
 
@@ -284,7 +286,8 @@ def _transcription_usage(response: dict[str, Any]) -> Usage:
         return Usage(audio_seconds=float(usage.get("seconds") or 0))
     if usage.get("type") == "tokens":
         return Usage(prompt_tokens=int(usage.get("input_tokens") or 0),
-                     completion_tokens=int(usage.get("output_tokens") or 0))
+                     completion_tokens=int(usage.get("output_tokens") or 0),
+                     audio_prompt_tokens=int((usage.get("input_token_details") or {}).get("audio_tokens") or 0))
     return Usage(audio_seconds=float(response.get("duration") or 0))
 
 

@@ -11,18 +11,25 @@ class Usage:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     audio_seconds: float = 0.0
+    # Parts of prompt_tokens / completion_tokens that some models price apart.
+    cache_write_tokens: int = 0
+    audio_prompt_tokens: int = 0
+    audio_completion_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
     def as_event_fields(self) -> dict:
-        return {
+        fields = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
         }
+        extra = {"cache_write_tokens": self.cache_write_tokens, "audio_prompt_tokens": self.audio_prompt_tokens,
+                 "audio_completion_tokens": self.audio_completion_tokens}
+        return {**fields, **{name: count for name, count in extra.items() if count}}
 
     @classmethod
     def from_openai(cls, usage: dict | None) -> "Usage":
@@ -36,4 +43,7 @@ class Usage:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             cached_tokens=int(prompt_details.get("cached_tokens") or 0),
             reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+            cache_write_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+            audio_prompt_tokens=int(prompt_details.get("audio_tokens") or 0),
+            audio_completion_tokens=int(completion_details.get("audio_tokens") or 0),
         )

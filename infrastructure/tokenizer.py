@@ -54,6 +54,9 @@ def encoding_name_for(model: str) -> tuple[str, bool]:
 
 
 class TiktokenCounter:
+    def encoding_for(self, model: str) -> tuple[str, bool]:
+        return encoding_name_for(model)
+
     def count_text(self, model: str, text: str) -> int:
         return len(encoding(encoding_name_for(model)[0]).encode(text, disallowed_special=()))
 

@@ -1,0 +1,151 @@
+"""Anthropic's Messages API on any provider: `POST /v1/messages` (JSON or SSE) and
+`POST /v1/messages/count_tokens`, for the official `anthropic` SDK and its users.
+
+Errors on these routes answer in Anthropic's shape, with the status the gateway decided.
+Responses carry the ledger's request id in `request-id` (read by the SDK) and `x-request-id`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import Any, AsyncIterator, Callable, Coroutine
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
+
+from api.auth import authenticate
+from api.body import parse_json, read_body
+from api.responses import json_response
+from application import validation
+from application.anthropic_messages import to_anthropic_message, to_openai_chat, validate_request
+from application.anthropic_stream import AnthropicStream
+from application.gateway import Caller, Gateway
+from application.tokens import prompt_tokens
+from domain.errors import GatewayError, InternalServerError, ModelNotFoundError
+from domain.redaction import redact
+
+log = logging.getLogger("moneta.api")
+
+CALL_TYPE = "anthropic_messages"
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error",
+                504: "timeout_error", 529: "overloaded_error"}
+
+
+class _AnthropicErrors(APIRoute):
+    """Renders every error of these routes in Anthropic's shape instead of OpenAI's."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except GatewayError as error:
+                return _error_response(request, error)
+            except Exception as error:  # noqa: BLE001 - the client still gets Anthropic's shape
+                log.error("unhandled %s: %s", type(error).__name__, redact(str(error), _secrets(request)))
+                return _error_response(request, InternalServerError("The server had an error processing your request."))
+
+        return handle
+
+
+router = APIRouter(route_class=_AnthropicErrors)
+
+
+@router.post("/v1/messages")
+async def messages(request: Request) -> Response:
+    caller, body, chat, request_id = await _admitted(request)
+    gateway: Gateway = request.app.state.container.gateway
+    message_id = f"msg_{request_id.hex}"
+    if chat.get("stream"):
+        chunks = await gateway.open_chat_stream(caller, chat, request_id, call_type=CALL_TYPE)
+        events = _sse(chunks, AnthropicStream(message_id, body["model"]), _secrets(request))
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={**_ids(request_id), "cache-control": "no-cache"})
+    response = await gateway.chat(caller, chat, request_id, call_type=CALL_TYPE)
+    return json_response(to_anthropic_message(response, message_id, body["model"]), headers=_ids(request_id))
+
+
+@router.post("/v1/messages/count_tokens")
+async def count_tokens(request: Request) -> Response:
+    authenticate(request)
+    body = parse_json(await read_body(request))
+    model = validate_request(body, require_max_tokens=False)
+    container = request.app.state.container
+    deployment = next((d for d in container.config.deployments if d.model_name == model), None)
+    if deployment is None:
+        raise ModelNotFoundError(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+    total = prompt_tokens(container.tokenizer, deployment.provider_model, to_openai_chat(body))
+    return json_response({"input_tokens": total})
+
+
+async def _admitted(request: Request) -> tuple[Caller, dict[str, Any], dict[str, Any], uuid.UUID]:
+    """Authenticates, reads, validates and translates; a refusal of an authenticated caller is recorded."""
+    caller = authenticate(request)
+    request_id = uuid.uuid4()
+    request.state.request_id = str(request_id)
+    body: dict[str, Any] = {}
+    try:
+        body = parse_json(await read_body(request))
+        validate_request(body)
+        chat = to_openai_chat(body)
+        validation.validate_chat(chat)
+    except GatewayError as error:
+        model = body.get("model") if isinstance(body.get("model"), str) else ""
+        await request.app.state.container.gateway.deny(caller, CALL_TYPE, model, error, request_id)
+        raise
+    if chat.get("user") and not caller.end_user:
+        caller = Caller(key_hash=caller.key_hash, end_user=str(chat["user"]))
+    return caller, body, chat, request_id
+
+
+async def _sse(chunks: AsyncIterator[dict[str, Any]], stream: AnthropicStream,
+               secrets: tuple[str, ...]) -> AsyncIterator[bytes]:
+    try:
+        for event in stream.start():
+            yield _event(event)
+        async for chunk in chunks:
+            for event in stream.on_chunk(chunk):
+                yield _event(event)
+        for event in stream.finish():
+            yield _event(event)
+    except GatewayError as error:
+        # Headers are gone already: report in-band, as Anthropic does.
+        error.message = redact(error.message, secrets)
+        yield _event(_anthropic_error(error))
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+def _event(event: dict[str, Any]) -> bytes:
+    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+def _anthropic_error(error: GatewayError, request_id: str | None = None) -> dict[str, Any]:
+    status = error.status_code
+    kind = _ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+    body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": error.message}}
+    if request_id:
+        body["request_id"] = request_id
+    return body
+
+
+def _error_response(request: Request, error: GatewayError) -> Response:
+    error.message = redact(error.message, _secrets(request))
+    request_id = getattr(request.state, "request_id", None)
+    headers = _ids(request_id) if request_id else {}
+    if error.retry_after is not None:
+        headers["retry-after"] = str(max(1, math.ceil(error.retry_after)))
+    return json_response(_anthropic_error(error, request_id), status_code=error.status_code, headers=headers)
+
+
+def _ids(request_id: uuid.UUID | str) -> dict[str, str]:
+    return {"request-id": str(request_id), "x-request-id": str(request_id)}
+
+
+def _secrets(request: Request) -> tuple[str, ...]:
+    return request.app.state.container.config.secrets()
