@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 
 from api.auth import master_key_hash, require_admin
 from api.errors import install_error_handlers
-from api.routes import health, openai
+from api.routes import anthropic, health, openai, utils
 from application.bootstrap import Container
 from infrastructure.http_session import close_session
 
@@ -72,6 +72,8 @@ def create_app(container: Container, *, background: list[Background] | None = No
     app.state.redis_ping = redis_ping
     install_error_handlers(app, container.config.secrets())
     app.include_router(openai.router)
+    app.include_router(anthropic.router)
+    app.include_router(utils.router)
     app.include_router(health.router)
     if views is not None:
         from api.routes import spend
