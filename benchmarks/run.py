@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated connection counts (default 1,32)")
     parser.add_argument("--commits", type=int, default=500, help="single commits timed on the event store")
     parser.add_argument("--pin", choices=sorted(PINNINGS), default="none",
-                        help="CPU pinning of upstream/gateway/wrk (default none: measured fairest)")
+                        help="CPU pinning of upstream/gateway/wrk (default none)")
     parser.add_argument("--keep", action="store_true", help="keep the database and work directory")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
