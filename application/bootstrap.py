@@ -13,7 +13,7 @@ from typing import Mapping
 from application.config import Deployment, GatewayConfig
 from application.gateway import Gateway
 from application.ports import PriceBook, Tokenizer
-from application.routing import ShuffleRouter
+from application.routing import DeploymentRouter, HealthJournal
 
 
 @dataclass
@@ -30,7 +30,10 @@ class Container:
     def gateway_for(self, deployment: Deployment) -> Gateway:
         """A gateway over one ad-hoc deployment (library calls that name `provider/model`)."""
         config = replace(self.config, deployments=(deployment,))
-        return Gateway(config, ShuffleRouter(config), self.providers, self.ledger, self.prices,  # type: ignore[arg-type]
+        from infrastructure.cooldowns_in_process import InProcessCooldownStore
+
+        router = DeploymentRouter(config, InProcessCooldownStore())
+        return Gateway(config, router, self.providers, self.ledger, self.prices,  # type: ignore[arg-type]
                        self.tokenizer)  # type: ignore[arg-type]
 
     def close(self) -> None:
@@ -83,5 +86,17 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
     providers = default_providers(environ)
     prices = PriceTable()
     tokenizer = TiktokenCounter()
-    gateway = Gateway(config, ShuffleRouter(config), providers, ledger, prices, tokenizer)  # type: ignore[arg-type]
+    gateway = Gateway(config, _router(config, ledger, tokenizer, prices), providers, ledger, prices,  # type: ignore[arg-type]
+                      tokenizer)
     return Container(config, gateway, ledger, location, providers, prices, tokenizer, environ)
+
+
+def _router(config: GatewayConfig, ledger: object, tokenizer: object, prices: object) -> DeploymentRouter:
+    """Cooldowns shared through Redis when one is configured, else kept in this process."""
+    from infrastructure.aggregate_reader import EventStoreReader
+    from infrastructure.cooldowns_in_process import InProcessCooldownStore
+    from infrastructure.cooldowns_redis import RedisCooldownStore
+
+    store = RedisCooldownStore(config.redis_url) if config.redis_url else InProcessCooldownStore()
+    journal = HealthJournal(EventStoreReader(ledger.app), ledger)  # type: ignore[attr-defined,arg-type]
+    return DeploymentRouter(config, store, journal, tokenizer, prices)  # type: ignore[arg-type]

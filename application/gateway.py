@@ -12,16 +12,16 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable
 from uuid import UUID
 
-from application.attempts import attempt_in_turn, plan_attempts
+from application.attempts import Attempts, first_route, route_decision
 from application.config import Deployment, GatewayConfig
 from application.ports import (
     AudioFile,
     Ledger,
     PriceBook,
     ProviderRegistry,
-    Router,
     Tokenizer,
 )
+from application.routing import DeploymentRouter, Route
 from application.streaming import StreamTally
 from domain.errors import GatewayError
 from domain.redaction import redact
@@ -45,7 +45,7 @@ class Gateway:
     def __init__(
         self,
         config: GatewayConfig,
-        router: Router,
+        router: DeploymentRouter,
         providers: ProviderRegistry,
         ledger: Ledger,
         prices: PriceBook,
@@ -117,11 +117,11 @@ class Gateway:
 
     async def _admit(
         self, call_type: str, caller: Caller, body: dict[str, Any], request_id: UUID, stream: bool
-    ) -> tuple[RequestRecord, list[Deployment], "asyncio.Future[None]"]:
+    ) -> tuple[RequestRecord, Route | GatewayError, "asyncio.Future[None]"]:
         model = body["model"]
         try:
-            plan = list(self.router.plan(model, body))
-            for deployment in plan:
+            first = first_route(self.router, model, body)
+            for deployment in self.router.group(model):
                 self.prices.check_priced(deployment)
         except GatewayError as error:
             await self.deny(caller, call_type, model, error, request_id)
@@ -133,9 +133,9 @@ class Gateway:
             end_user=caller.end_user,
             model_group=model,
             stream=stream,
-            decision={"plan": [d.id for d in plan]},
+            decision=route_decision(first),
         )
-        return record, plan, self.ledger.record(record)
+        return record, first, self.ledger.record(record)
 
     # -- one-shot calls ----------------------------------------------------------------------
 
@@ -147,11 +147,10 @@ class Gateway:
         request_id: UUID,
         invoke: Callable[[Deployment], Awaitable[dict[str, Any]]],
     ) -> dict[str, Any]:
-        record, plan, admitted = await self._admit(call_type, caller, body, request_id, stream=False)
+        record, first, admitted = await self._admit(call_type, caller, body, request_id, stream=False)
         try:
-            response, deployment, latency_ms = await attempt_in_turn(
-                record, plan, plan_attempts(plan, self.config.num_retries), self.router, self._secrets, invoke
-            )
+            response, deployment, latency_ms = await self._attempts(record, body, invoke, stream=False).run(
+                body["model"], first)
         except GatewayError as error:
             record.fail(status_code=error.status_code, error_type=error.error_type,
                         reason=redact(error.message, self._secrets)[:500])
@@ -171,6 +170,11 @@ class Gateway:
         )
         await self._settle(admitted, record)
         return response
+
+    def _attempts(self, record: RequestRecord, body: dict[str, Any], invoke: Callable[[Deployment], Awaitable[Any]],
+                  *, stream: bool) -> Attempts:
+        return Attempts(record, self.router, body, invoke, stream=stream, secrets=self._secrets,
+                        precheck=self.prices.check_priced)
 
     def _estimate_usage(self, deployment: Deployment, body: dict[str, Any], response: dict[str, Any]) -> Usage:
         """For a provider that reports no usage: count the tokens ourselves rather than bill $0."""
@@ -192,7 +196,7 @@ class Gateway:
     async def _stream(
         self, caller: Caller, body: dict[str, Any], request_id: UUID, call_type: str
     ) -> AsyncIterator[dict[str, Any]]:
-        record, plan, admitted = await self._admit(call_type, caller, body, request_id, stream=True)
+        record, first, admitted = await self._admit(call_type, caller, body, request_id, stream=True)
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         started = time.perf_counter()
 
@@ -201,9 +205,8 @@ class Gateway:
             return await chunks.__anext__(), chunks
 
         try:
-            (first, chunks), deployment, _ = await attempt_in_turn(
-                record, plan, plan_attempts(plan, self.config.num_retries), self.router, self._secrets, open_stream
-            )
+            (head, chunks), deployment, _ = await self._attempts(record, body, open_stream, stream=True).run(
+                body["model"], first)
         except GatewayError as error:
             record.fail(status_code=error.status_code, error_type=error.error_type,
                         reason=redact(error.message, self._secrets)[:500])
@@ -212,7 +215,7 @@ class Gateway:
         tally = StreamTally(first_token_ms=(time.perf_counter() - started) * 1000)
         finished = False
         try:
-            chunk: dict[str, Any] | None = first
+            chunk: dict[str, Any] | None = head
             while chunk is not None:
                 tally.add(chunk)
                 visible = tally.visible(chunk, wants_usage)

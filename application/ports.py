@@ -4,7 +4,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, AsyncIterator, Protocol, Sequence
+from typing import Any, AsyncIterator, Mapping, Protocol, Sequence
+from uuid import UUID
 
 from application.config import Deployment
 from domain.pricing import CostQuote
@@ -67,11 +68,32 @@ class Tokenizer(Protocol):
     def count_messages(self, model: str, messages: Sequence[dict[str, Any]]) -> int: ...
 
 
-class Router(Protocol):
-    def plan(self, model_group: str, body: dict[str, Any]) -> Sequence[Deployment]:
-        """Deployments to try, in order; ModelNotFoundError for an unknown group."""
+@dataclass(frozen=True)
+class CooldownState:
+    cooling: Mapping[str, float]  # deployment id -> when it returns (epoch seconds)
+    lapsed: frozenset[str]  # back from a cooldown whose recovery nobody has recorded yet
+
+
+class CooldownStore(Protocol):
+    """Failure counters and cooldowns; every worker sharing the store shares one view."""
+
+    def count_failure(self, deployment_id: str, kind: str, allowed_fails: int, window_s: float,
+                      cooldown_s: float) -> float | None:
+        """Counts a failure; once more than `allowed_fails` of this kind fell within `window_s`,
+        starts a cooldown unless one is running. Returns its end (epoch seconds) to the one
+        caller that started it, else None."""
         ...
 
-    def on_success(self, deployment: Deployment, latency_ms: float) -> None: ...
+    def state(self) -> CooldownState:
+        """The cooldowns now; may be a moment old (a short cache keeps the hot path local)."""
+        ...
 
-    def on_failure(self, deployment: Deployment, error: Exception) -> None: ...
+    def claim_recovery(self, deployment_id: str) -> bool:
+        """True for the one caller that first sees the deployment serve again after a cooldown."""
+        ...
+
+
+class AggregateReader(Protocol):
+    def get(self, aggregate_id: UUID) -> Any | None:
+        """The aggregate at its latest version, or None if it has no events."""
+        ...

@@ -1,0 +1,193 @@
+"""The Router use case: which deployment of a model group serves the next attempt, and what a
+success or a failure does to the deployment's standing.
+
+Cooldowns live in the CooldownStore (shared by every worker when it is Redis); their starts
+and ends are events on the deployment's stream. Latency, calls in flight and this minute's
+usage are this process's own view.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+
+from application.config import Deployment, GatewayConfig
+from application.ports import CooldownStore, PriceBook, Tokenizer
+from application.routing.health_journal import HealthJournal
+from application.routing.live_stats import LiveStats
+from application.routing.settings import RouterSettings
+from domain import routing_strategies as strategies
+from domain.errors import ContextWindowExceededError, GatewayError, ModelNotFoundError, RateLimitError
+from domain.failure_kinds import failure_kind
+from domain.usage import Usage
+
+_PRICE_PROBE = Usage(prompt_tokens=1000, completion_tokens=1000)
+
+
+@dataclass(frozen=True)
+class Route:
+    deployment: Deployment
+    reason: str
+    prompt_tokens: int = 0  # counted only when a strategy or the pre-call check needs it
+
+
+class DeploymentRouter:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        cooldowns: CooldownStore,
+        journal: HealthJournal | None = None,
+        tokenizer: Tokenizer | None = None,
+        prices: PriceBook | None = None,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = RouterSettings.from_config(config)
+        self.cooldowns = cooldowns
+        self.stats = LiveStats(clock)
+        self._journal = journal
+        self._tokenizer = tokenizer
+        self._prices = prices
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._groups: dict[str, list[Deployment]] = {}
+        for deployment in config.deployments:
+            self._groups.setdefault(deployment.model_name, []).append(deployment)
+        self._cost_per_token: dict[str, Decimal | None] = {}
+
+    # -- choosing ----------------------------------------------------------------------------
+
+    def group(self, model_group: str) -> Sequence[Deployment]:
+        group = self._groups.get(model_group)
+        if not group:
+            raise ModelNotFoundError(
+                f"The model '{model_group}' does not exist or you do not have access to it.", param="model"
+            )
+        return group
+
+    def groups(self) -> dict[str, list[Deployment]]:
+        return self._groups
+
+    def route(self, model_group: str, body: dict[str, Any], exclude: Collection[str] = ()) -> Route:
+        """The deployment for the next attempt: among those not cooling down (and, with pre-call
+        checks, whose context window fits the prompt), preferring those not in `exclude` (tried
+        already), in the best `order` tier, by the strategy. Raises a 429 when all are cooling."""
+        group = self.group(model_group)
+        cooling = self.cooldowns.state().cooling
+        available = [d for d in group if d.id not in cooling]
+        if not available:
+            raise self._all_cooling(model_group, group, cooling)
+        tokens = self._prompt_tokens(group, body)
+        if self.settings.pre_call_checks:
+            available = self._fitting(model_group, available, tokens)
+        fresh = [d for d in available if d.id not in exclude] or available
+        pick = self._pick(fresh, tokens)
+        deployment = next(d for d in fresh if d.id == pick.candidate.id)
+        return Route(deployment, pick.reason, tokens)
+
+    def _pick(self, deployments: list[Deployment], tokens: int) -> strategies.Pick:
+        tier = strategies.top_tier([self._candidate(d) for d in deployments])
+        if len(tier) == 1:
+            return strategies.Pick(tier[0], "only candidate" if len(deployments) == 1 else "highest priority (order)")
+        name = self.settings.strategy
+        if name == "least-busy":
+            return strategies.least_busy(tier, self._rng)
+        if name == "latency-based-routing":
+            return strategies.latency_based(tier, self._rng, self.settings.latency_buffer)
+        if name == "usage-based-routing-v2":
+            try:
+                return strategies.usage_based(tier, self._rng, tokens)
+            except strategies.NoCapacity as full:
+                raise RateLimitError(f"No deployments available for model group '{deployments[0].model_name}': "
+                                     f"{full}", retry_after=60 - self._clock() % 60) from None
+        if name == "cost-based-routing":
+            return strategies.cost_based(tier, self._rng)
+        return strategies.simple_shuffle(tier, self._rng)
+
+    def _candidate(self, deployment: Deployment) -> strategies.Candidate:
+        requests, tokens = self.stats.usage_this_minute(deployment.id)
+        return strategies.Candidate(
+            id=deployment.id, order=deployment.order, weight=deployment.weight, rpm=deployment.rpm,
+            tpm=deployment.tpm, in_flight=self.stats.in_flight(deployment.id),
+            latency_ms=self.stats.average_latency(deployment.id), rpm_used=requests, tpm_used=tokens,
+            cost_per_token=self._cost(deployment) if self.settings.strategy == "cost-based-routing" else None,
+        )
+
+    def _cost(self, deployment: Deployment) -> Decimal | None:
+        if deployment.id not in self._cost_per_token:
+            self._cost_per_token[deployment.id] = self._price_per_token(deployment)
+        return self._cost_per_token[deployment.id]
+
+    def _price_per_token(self, deployment: Deployment) -> Decimal | None:
+        if self._prices is None:
+            return None
+        try:
+            quote = self._prices.quote(deployment, _PRICE_PROBE, datetime.now(timezone.utc))
+        except GatewayError:
+            return None
+        return quote.cost / _PRICE_PROBE.total_tokens if quote.cost else None
+
+    def _prompt_tokens(self, group: Sequence[Deployment], body: dict[str, Any]) -> int:
+        needed = self.settings.pre_call_checks or self.settings.strategy == "usage-based-routing-v2"
+        if not needed or self._tokenizer is None:
+            return 0
+        model = group[0].provider_model
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            return self._tokenizer.count_messages(model, messages)
+        return self._tokenizer.count_text(model, str(body.get("prompt") or body.get("input") or ""))
+
+    def _fitting(self, model_group: str, deployments: list[Deployment], tokens: int) -> list[Deployment]:
+        fitting = [d for d in deployments if tokens <= _context_window(d)]
+        if not fitting:
+            raise ContextWindowExceededError(
+                f"The prompt ({tokens} tokens) exceeds the context window of every deployment of "
+                f"model group '{model_group}'.", param="messages")
+        return fitting
+
+    def _all_cooling(self, model_group: str, group: Sequence[Deployment], cooling: Mapping[str, float]) -> RateLimitError:
+        wait = max(0.0, min(cooling[d.id] for d in group) - self._clock())
+        return RateLimitError(
+            f"No deployments available for model group '{model_group}': all {len(group)} are cooling down "
+            f"after failures. Try again in {wait:.1f} seconds.",
+            code="model_group_cooling_down", retry_after=wait)
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    @contextmanager
+    def attempting(self, route: Route) -> Iterator[None]:
+        """Counts the call as in flight (and in this minute's usage) while it runs."""
+        self.stats.started(route.deployment.id, route.prompt_tokens)
+        try:
+            yield
+        finally:
+            self.stats.finished(route.deployment.id)
+
+    async def on_success(self, deployment: Deployment, latency_ms: float) -> None:
+        self.stats.answered(deployment.id, latency_ms)
+        if deployment.id in self.cooldowns.state().lapsed and self.cooldowns.claim_recovery(deployment.id):
+            if self._journal is not None:
+                await self._journal.recovered(deployment)
+
+    async def on_failure(self, deployment: Deployment, error: GatewayError) -> None:
+        policy = self.settings.cooldown
+        allowed = policy.allowed_fails_for(error, len(self._groups.get(deployment.model_name, ())))
+        if allowed is None:
+            return
+        until = await asyncio.to_thread(self.cooldowns.count_failure, deployment.id, failure_kind(error), allowed,
+                                        policy.window_s, policy.cooldown_for(error))
+        if until is not None and self._journal is not None:
+            reason = f"{failure_kind(error)}: more than {allowed} in {policy.window_s:g}s"
+            await self._journal.cooled_down(deployment, until, error, reason)
+
+
+def _context_window(deployment: Deployment) -> float:
+    info = deployment.model_info
+    window = info.get("max_input_tokens") or info.get("max_tokens")
+    return float(window) if window else float("inf")

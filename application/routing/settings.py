@@ -1,0 +1,106 @@
+"""The router's settings, read from LiteLLM's `router_settings` (and the `litellm_settings` that
+LiteLLM also accepts for them), with LiteLLM's names and defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from application.config import Deployment, GatewayConfig
+from domain.cooldown_policy import CooldownPolicy
+from domain.errors import BadRequestError, ContentPolicyViolationError, ContextWindowExceededError, GatewayError
+from domain.failure_kinds import policy_table
+from domain.retry_policy import RetryPolicy
+from domain.routing_strategies import ALIASES, STRATEGIES
+
+_Fallbacks = Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    strategy: str = "simple-shuffle"
+    latency_buffer: float = 0.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    cooldown: CooldownPolicy = field(default_factory=CooldownPolicy)
+    fallbacks: _Fallbacks = field(default_factory=dict)
+    context_window_fallbacks: _Fallbacks = field(default_factory=dict)
+    content_policy_fallbacks: _Fallbacks = field(default_factory=dict)
+    default_fallbacks: tuple[str, ...] = ()
+    max_fallbacks: int = 5
+    timeout: float | None = None
+    stream_timeout: float | None = None
+    pre_call_checks: bool = False
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> "RouterSettings":
+        raw = {**config.litellm_settings, **config.router_settings}
+        name = raw.get("routing_strategy") or "simple-shuffle"
+        strategy = ALIASES.get(name, name)
+        if strategy not in STRATEGIES:
+            raise ValueError(f"router_settings.routing_strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+        args = raw.get("routing_strategy_args") or {}
+        return cls(
+            strategy=strategy,
+            latency_buffer=float(args.get("lowest_latency_buffer", 0)),
+            retry=RetryPolicy(
+                num_retries=config.num_retries,
+                retries_by_kind=_named("retry_policy", raw, "Retries"),
+                min_wait_s=float(raw.get("retry_after") or 0),
+            ),
+            cooldown=CooldownPolicy(
+                allowed_fails=int(raw.get("allowed_fails", 3)),
+                allowed_fails_by_kind=_named("allowed_fails_policy", raw, "AllowedFails"),
+                cooldown_s=float(raw.get("cooldown_time", 5)),
+                disabled=bool(raw.get("disable_cooldowns", False)),
+            ),
+            fallbacks=_fallbacks(raw.get("fallbacks"), "fallbacks"),
+            context_window_fallbacks=_fallbacks(raw.get("context_window_fallbacks"), "context_window_fallbacks"),
+            content_policy_fallbacks=_fallbacks(raw.get("content_policy_fallbacks"), "content_policy_fallbacks"),
+            default_fallbacks=tuple(raw.get("default_fallbacks") or ()),
+            max_fallbacks=int(raw.get("max_fallbacks", 5)),
+            timeout=_seconds(raw.get("timeout", config.request_timeout)),
+            stream_timeout=_seconds(raw.get("stream_timeout")),
+            pre_call_checks=bool(raw.get("enable_pre_call_checks", False)),
+        )
+
+    def fallbacks_for(self, model_group: str, error: GatewayError) -> tuple[str, ...]:
+        """The groups to try, in order, once `model_group` has failed with `error`. As in LiteLLM,
+        a context window or content policy error goes only to its own list, and another mistake
+        of the caller's (400) nowhere: it would fail the same way everywhere."""
+        if isinstance(error, ContextWindowExceededError):
+            chosen = self.context_window_fallbacks.get(model_group, ())
+        elif isinstance(error, ContentPolicyViolationError):
+            chosen = self.content_policy_fallbacks.get(model_group, ())
+        elif isinstance(error, BadRequestError):
+            chosen = ()
+        else:
+            chosen = self.fallbacks.get(model_group, ()) or self.default_fallbacks
+        return tuple(g for g in chosen if g != model_group)[: self.max_fallbacks]
+
+    def timeout_for(self, deployment: Deployment, stream: bool) -> float | None:
+        """How long one attempt may take; for a stream, until its first chunk."""
+        if stream:
+            return deployment.stream_timeout or self.stream_timeout or deployment.timeout or self.timeout
+        return deployment.timeout or self.timeout
+
+
+def _named(key: str, raw: Mapping[str, Any], suffix: str) -> dict[str, int]:
+    try:
+        return policy_table(raw.get(key), suffix)
+    except ValueError as error:
+        raise ValueError(f"router_settings.{key}: {error}") from None
+
+
+def _fallbacks(raw: Any, key: str) -> dict[str, tuple[str, ...]]:
+    """LiteLLM writes `[{"gpt-4": ["gpt-4o", "claude"]}, ...]`; a plain mapping is accepted too."""
+    entries = raw if isinstance(raw, list) else [raw or {}]
+    table: dict[str, tuple[str, ...]] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ValueError(f"{key}: each entry must map a model group to a list of model groups")
+        for group, targets in entry.items():
+            table[str(group)] = tuple([targets] if isinstance(targets, str) else targets)
+    return table
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if value else None

@@ -1,0 +1,110 @@
+"""Cooldowns and their failure counters in Redis, shared by every worker and host.
+
+Each decision is one Lua script, so it is atomic across workers: the failure is counted in a
+sliding window, and the one caller whose failure crosses the limit starts the cooldown (and
+so records the event). The cooldowns are one sorted set (`moneta:router:cooldowns`, score =
+end in epoch ms) that each process reads at most once per CACHE_S: routing itself makes no
+round trip. A cooldown stays in the set after it lapses, until a success claims its recovery.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Callable
+
+import redis
+
+from application.ports import CooldownState
+
+log = logging.getLogger("moneta.router")
+
+PREFIX = "moneta:router:"
+COOLDOWNS = PREFIX + "cooldowns"
+CACHE_S = 0.25
+_RETRY_AFTER_ERROR_S = 5.0
+
+_COUNT_FAILURE = """
+local now = tonumber(ARGV[1])
+redis.call('ZADD', KEYS[1], now, ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('ZCARD', KEYS[1]) <= tonumber(ARGV[3]) then return 0 end
+local running = redis.call('ZSCORE', KEYS[2], ARGV[5])
+if running and tonumber(running) > now then return 0 end
+redis.call('DEL', KEYS[1])
+local ends = now + tonumber(ARGV[4])
+redis.call('ZADD', KEYS[2], ends, ARGV[5])
+return ends
+"""
+
+_CLAIM_RECOVERY = """
+local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if ends and tonumber(ends) <= tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class RedisCooldownStore:
+    def __init__(self, url: str, *, cache_s: float = CACHE_S, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._count_failure = self._redis.register_script(_COUNT_FAILURE)
+        self._claim_recovery = self._redis.register_script(_CLAIM_RECOVERY)
+        self._cache_s = cache_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ends: dict[str, float] = {}
+        self._fresh_until = 0.0
+
+    def count_failure(self, deployment_id: str, kind: str, allowed_fails: int, window_s: float,
+                      cooldown_s: float) -> float | None:
+        now_ms = int(self._clock() * 1000)
+        try:
+            ends_ms = self._count_failure(
+                keys=[f"{PREFIX}fails:{deployment_id}:{kind}", COOLDOWNS],
+                args=[now_ms, int(window_s * 1000), allowed_fails, int(cooldown_s * 1000), deployment_id,
+                      f"{now_ms}:{uuid.uuid4().hex[:8]}"],
+            )
+        except redis.RedisError as error:
+            log.warning("redis: failure of %s not counted (%s)", deployment_id, type(error).__name__)
+            return None
+        if not ends_ms:
+            return None
+        with self._lock:
+            self._ends[deployment_id] = int(ends_ms) / 1000
+        return int(ends_ms) / 1000
+
+    def state(self) -> CooldownState:
+        now = self._clock()
+        if now >= self._fresh_until:
+            self._refresh(now)
+        with self._lock:
+            cooling = {d: ends for d, ends in self._ends.items() if ends > now}
+            lapsed = frozenset(d for d, ends in self._ends.items() if ends <= now)
+        return CooldownState(cooling, lapsed)
+
+    def claim_recovery(self, deployment_id: str) -> bool:
+        try:
+            claimed = self._claim_recovery(keys=[COOLDOWNS], args=[deployment_id, int(self._clock() * 1000)])
+        except redis.RedisError as error:
+            log.warning("redis: recovery of %s not claimed (%s)", deployment_id, type(error).__name__)
+            return False
+        with self._lock:
+            self._ends.pop(deployment_id, None)
+        return bool(claimed)
+
+    def _refresh(self, now: float) -> None:
+        try:
+            rows = self._redis.zrange(COOLDOWNS, 0, -1, withscores=True)
+        except redis.RedisError as error:
+            # Keep routing on what we last knew, and do not stall every request on a dead server.
+            log.warning("redis: cooldowns not refreshed (%s)", type(error).__name__)
+            self._fresh_until = now + _RETRY_AFTER_ERROR_S
+            return
+        with self._lock:
+            self._ends = {member.decode(): score / 1000 for member, score in rows}
+        self._fresh_until = now + self._cache_s

@@ -1,0 +1,89 @@
+"""The cooldown store contract, in process and in Redis, and the deployment health aggregate."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from domain.deployment_health import DeploymentHealth, health_id
+from infrastructure.cooldowns_in_process import InProcessCooldownStore
+from infrastructure.cooldowns_redis import COOLDOWNS, RedisCooldownStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["in_process", "redis"])
+def store_and_clock(request):
+    clock = Clock()
+    if request.param == "in_process":
+        return InProcessCooldownStore(clock), clock
+    return RedisCooldownStore(request.getfixturevalue("redis_url"), cache_s=0, clock=clock), clock
+
+
+def test_a_cooldown_starts_once_the_window_holds_more_than_allowed(store_and_clock):
+    store, clock = store_and_clock
+    assert store.count_failure("d1", "InternalServerError", 2, 60, 10) is None
+    clock.now += 61  # the first failure leaves the window
+    assert store.count_failure("d1", "InternalServerError", 2, 60, 10) is None
+    assert store.count_failure("d1", "RateLimitError", 2, 60, 10) is None  # counted apart, by kind
+    assert store.count_failure("d1", "InternalServerError", 2, 60, 10) is None
+    assert store.state().cooling == {}
+    ends = store.count_failure("d1", "InternalServerError", 2, 60, 10)
+    assert ends == pytest.approx(clock.now + 10)
+    assert store.state().cooling == {"d1": pytest.approx(ends)}
+    for _ in range(5):  # already cooling: nobody starts it again
+        assert store.count_failure("d1", "InternalServerError", 0, 60, 10) is None
+
+
+def test_a_lapsed_cooldown_is_recovered_by_exactly_one_claim(store_and_clock):
+    store, clock = store_and_clock
+    store.count_failure("d1", "RateLimitError", 0, 60, 5)
+    assert not store.claim_recovery("d1")  # still cooling
+    clock.now += 5.5
+    state = store.state()
+    assert state.cooling == {} and state.lapsed == {"d1"}
+    assert store.claim_recovery("d1")
+    assert not store.claim_recovery("d1")
+    assert store.state().lapsed == frozenset()
+
+
+def test_redis_keys_are_namespaced_and_shared_between_stores(redis_url):
+    import redis
+
+    clock = Clock()
+    first = RedisCooldownStore(redis_url, cache_s=0, clock=clock)
+    second = RedisCooldownStore(redis_url, cache_s=0, clock=clock)
+    assert first.count_failure("d1", "InternalServerError", 1, 60, 10) is None
+    assert second.count_failure("d1", "InternalServerError", 1, 60, 10) is not None  # the shared count crossed 1
+    assert first.state().cooling.keys() == {"d1"}
+    keys = redis.Redis.from_url(redis_url).keys("*")
+    assert keys and all(k.startswith(b"moneta:") for k in keys) and COOLDOWNS.encode() in keys
+
+
+def test_redis_store_caches_the_cooldown_set_between_refreshes(redis_url):
+    clock = Clock()
+    reader = RedisCooldownStore(redis_url, cache_s=1.0, clock=clock)
+    writer = RedisCooldownStore(redis_url, cache_s=0, clock=clock)
+    assert reader.state().cooling == {}
+    writer.count_failure("d1", "RateLimitError", 0, 60, 30)
+    assert reader.state().cooling == {}  # within its cache interval: no round trip
+    clock.now += 1.0
+    assert reader.state().cooling.keys() == {"d1"}
+
+
+def test_deployment_health_records_only_changes_of_state():
+    health = DeploymentHealth.register("d1", "gpt-4o")
+    assert health.id == health_id("d1")
+    assert health.recover() is False  # not cooling: no event
+    until = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    health.cool_down(until=until, status_code=429, error_type="rate_limit_error", reason="RateLimitError")
+    assert health.cooling_until == until and health.cooldowns == 1
+    assert health.recover() is True
+    assert health.cooling_until is None
+    assert [type(e).__name__ for e in health.collect_events()] == ["Registered", "CooledDown", "Recovered"]
