@@ -18,11 +18,11 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         sys.exit(f"moneta: invalid configuration: {exc}")
 
 
-def _read_side(config: GatewayConfig):
-    from api.read_side import ReadSide
+def _projections(config: GatewayConfig):
+    from api.read_side import Projections
     from infrastructure.event_store import StoreLocation
 
-    return ReadSide(StoreLocation.from_url(config.database_url))
+    return Projections(StoreLocation.from_url(config.database_url))
 
 
 def _migrate(config: GatewayConfig) -> None:
@@ -30,11 +30,11 @@ def _migrate(config: GatewayConfig) -> None:
 
     location = StoreLocation.from_url(config.database_url)
     migrate(location)
-    read_side = _read_side(config)
+    projections = _projections(config)
     try:
-        read_side.runner.create_tables()
+        projections.runner.create_tables()
     finally:
-        read_side.close()
+        projections.close()
     print(f"moneta: ledger and views ready ({location.kind})", file=sys.stderr)
 
 
@@ -45,11 +45,11 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 def cmd_rebuild(args: argparse.Namespace) -> None:
     config = _config(args)
     _migrate(config)
-    read_side = _read_side(config)
+    projections = _projections(config)
     try:
-        position = read_side.runner.rebuild()
+        position = projections.runner.rebuild()
     finally:
-        read_side.close()
+        projections.close()
     print(f"moneta: projections rebuilt from the ledger, up to event {position}", file=sys.stderr)
 
 
@@ -62,9 +62,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ["MONETA_CONFIG"] = os.path.abspath(args.config)  # read again by each worker
     if not config.master_key:
         logging.getLogger("moneta").warning("no master_key configured: the gateway accepts every caller")
-    uvicorn.run("api.server:app_from_environment", factory=True, host=args.host, port=args.port,
-                workers=args.workers, loop="uvloop", http="httptools", access_log=args.access_log,
-                log_level=args.log_level, timeout_graceful_shutdown=30)
+    from api.read_side import start_projection_process
+
+    projections = start_projection_process(config.database_url)
+    try:
+        uvicorn.run("api.server:app_from_environment", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, loop="uvloop", http="httptools", access_log=args.access_log,
+                    log_level=args.log_level, timeout_graceful_shutdown=30)
+    finally:
+        projections.terminate()
+        projections.join(10)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,26 +1,70 @@
-"""The read side of one process: the projection runner and the queries over its views."""
+"""The read side: the projection runner (one process of its own beside the workers) and the
+queries over its views (in every worker).
+
+The runner lives outside the workers so its page work never competes with requests for a
+worker's GIL; the tracking-row lock keeps it exactly-once even if several run.
+"""
 from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
 
 from infrastructure.event_store import StoreLocation
 from projections.queries import SpendQueries
 from projections.runner import ProjectionRunner
 from projections.view_store import ViewStore
 
+log = logging.getLogger("moneta.projections")
 
-class ReadSide:
+
+def connect_views(location: StoreLocation) -> ViewStore:
+    return ViewStore.connect(sqlite_path=location.sqlite_path, postgres_dsn=location.postgres_dsn)
+
+
+class SpendViews:
+    """What a worker needs of the read side: queries, and a way to close them."""
+
     def __init__(self, location: StoreLocation) -> None:
-        self.app = location.open()
-        self.store = ViewStore.connect(sqlite_path=location.sqlite_path, postgres_dsn=location.postgres_dsn)
-        self.runner = ProjectionRunner(self.app, self.store, listen_dsn=location.postgres_dsn)
+        self.store = connect_views(location)
         self.queries = SpendQueries(self.store)
 
     def start(self) -> None:
-        self.runner.start()
+        """Nothing to start: the views are kept by the projection process."""
 
     def stop(self) -> None:
-        self.runner.stop()
-        self.close()
+        self.store.close()
+
+
+class Projections:
+    """The runner over the ledger, with its own connections."""
+
+    def __init__(self, location: StoreLocation) -> None:
+        self.app = location.open()
+        self.store = connect_views(location)
+        self.runner = ProjectionRunner(self.app, self.store, listen_dsn=location.postgres_dsn)
 
     def close(self) -> None:
+        self.runner.stop()
         self.store.close()
         self.app.close()
+
+
+def _run_until_terminated(database_url: str | None) -> None:
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    projections = Projections(StoreLocation.from_url(database_url))
+    projections.runner.start()
+    try:
+        stopping.wait()
+    finally:
+        projections.close()
+
+
+def start_projection_process(database_url: str | None) -> multiprocessing.Process:
+    process = multiprocessing.get_context("spawn").Process(
+        target=_run_until_terminated, args=(database_url,), name="moneta-projections", daemon=True)
+    process.start()
+    return process

@@ -6,16 +6,16 @@ from typing import Awaitable, Callable
 from fastapi import FastAPI
 
 from api.app import create_app
-from api.read_side import ReadSide
+from api.read_side import SpendViews
 from application.bootstrap import build, environment, load_gateway_config
 
 
 def app_from_environment() -> FastAPI:
     environ = environment()
     container = build(load_gateway_config(None, environ), environ)
-    read_side = ReadSide(container.location)  # type: ignore[arg-type]
+    views = SpendViews(container.location)  # type: ignore[arg-type]
     redis_url = container.config.redis_url
-    return create_app(container, background=[read_side], views=read_side.queries,
+    return create_app(container, background=[views], views=views.queries,
                       redis_ping=_redis_ping(redis_url) if redis_url else None)
 
 

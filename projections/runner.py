@@ -37,9 +37,11 @@ class ProjectionRunner:
         listen_dsn: str | None = None,
         channel: str = "moneta_events",
         poll_interval_s: float | None = None,
+        min_interval_s: float = 0.05,
     ) -> None:
         """`listen_dsn` (Postgres) wakes the runner on NOTIFY, polling every second as a fallback;
-        without it the runner polls every 50 ms."""
+        without it the runner polls every 50 ms. Under load, wake-ups are batched: at most one
+        catch-up every `min_interval_s`, so a busy ledger costs pages, not a query per commit."""
         self.app = app
         self.store = store
         self.name = name
@@ -52,6 +54,7 @@ class ProjectionRunner:
         self._known = 0  # the last position this runner saw committed
         self._advanced = threading.Condition()
         self._thread: threading.Thread | None = None
+        self.min_interval_s = min_interval_s
 
     # -- schema --------------------------------------------------------------------------------
 
@@ -78,8 +81,9 @@ class ProjectionRunner:
 
     def catch_up(self) -> int:
         """Processes the log to its current end, synchronously; returns the position reached."""
-        while (self.app.recorder.max_notification_id() or 0) > self._known:
-            self._process_page()
+        if (self.app.recorder.max_notification_id() or 0) > self._known:
+            while self._process_page() == self.page_size:
+                pass
         return self._known
 
     def position(self) -> int:
@@ -91,7 +95,8 @@ class ProjectionRunner:
         with self._advanced:
             return self._advanced.wait_for(lambda: self._known >= position, timeout)
 
-    def _process_page(self) -> None:
+    def _process_page(self) -> int:
+        """Applies the next page; returns how many notifications it held."""
         with self.store.transaction() as cur:
             start = tracking.lock(cur, self.name)
             notifications = self.app.recorder.select_notifications(start, self.page_size, inclusive_of_start=False)
@@ -103,6 +108,7 @@ class ProjectionRunner:
             end = notifications[-1].id if notifications else start
             tracking.advance(cur, self.name, end)
         self._set_known(end)
+        return len(notifications)
 
     def _set_known(self, position: int) -> None:
         with self._advanced:
@@ -134,6 +140,7 @@ class ProjectionRunner:
                     self._waker.prepare()  # listen before reading, so no notification falls between
                     self.catch_up()
                     backoff = _MIN_BACKOFF_S
+                    self._stopping.wait(self.min_interval_s)
                     self._waker.wait()
                 except Exception:
                     log.exception("projection %r failed; retrying in %.1fs", self.name, backoff)
@@ -178,6 +185,9 @@ class _Listen:
         self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
 
     def wait(self) -> None:
+        """Returns at once if notifications arrived meanwhile (taking them all), else waits for one."""
+        if any(True for _ in self._conn.notifies(timeout=0)):
+            return
         for _ in self._conn.notifies(timeout=self.fallback_s, stop_after=1):
             pass
 
