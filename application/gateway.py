@@ -1,7 +1,7 @@
 """The use cases of the gateway: admit, call through the router, settle, record.
 
-The Admitted event is handed to the ledger before the provider is called, and its commit
-overlaps the call; the outcome event is committed before the caller sees the result.
+The Admitted event's commit overlaps a slow provider call (see `admission.py`); the outcome
+event is committed before the caller sees the result.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable
 from uuid import UUID
 
+from application.admission import Admission
 from application.attempts import Attempts, first_route, route_decision
 from application.config import Deployment, GatewayConfig
 from application.ports import (
@@ -117,7 +118,7 @@ class Gateway:
 
     async def _admit(
         self, call_type: str, caller: Caller, body: dict[str, Any], request_id: UUID, stream: bool
-    ) -> tuple[RequestRecord, Route | GatewayError, "asyncio.Future[None]"]:
+    ) -> tuple[RequestRecord, Route | GatewayError, Admission]:
         model = body["model"]
         try:
             first = first_route(self.router, model, body)
@@ -135,7 +136,7 @@ class Gateway:
             stream=stream,
             decision=route_decision(first),
         )
-        return record, first, self.ledger.record(record)
+        return record, first, Admission(self.ledger, record)
 
     # -- one-shot calls ----------------------------------------------------------------------
 
@@ -154,7 +155,7 @@ class Gateway:
         except GatewayError as error:
             record.fail(status_code=error.status_code, error_type=error.error_type,
                         reason=redact(error.message, self._secrets)[:500])
-            await self._settle(admitted, record)
+            await admitted.settle()
             raise
         usage = _usage_of(call_type, response) or self._estimate_usage(deployment, body, response)
         quote = self.prices.quote(deployment, usage, _now())
@@ -168,7 +169,7 @@ class Gateway:
             latency_ms=round(latency_ms, 3),
             finish_reason=_finish_reason(response),
         )
-        await self._settle(admitted, record)
+        await admitted.settle()
         return response
 
     def _attempts(self, record: RequestRecord, body: dict[str, Any], invoke: Callable[[Deployment], Awaitable[Any]],
@@ -185,11 +186,6 @@ class Gateway:
         texts = [(c.get("message") or {}).get("content") or c.get("text") or "" for c in response.get("choices") or []]
         return Usage(prompt_tokens=prompt_tokens,
                      completion_tokens=sum(self.tokenizer.count_text(model, str(t)) for t in texts))
-
-    async def _settle(self, admitted: "asyncio.Future[None]", record: RequestRecord) -> None:
-        outcome = self.ledger.record(record)
-        await admitted
-        await outcome
 
     # -- streams -----------------------------------------------------------------------------
 
@@ -210,7 +206,7 @@ class Gateway:
         except GatewayError as error:
             record.fail(status_code=error.status_code, error_type=error.error_type,
                         reason=redact(error.message, self._secrets)[:500])
-            await self._settle(admitted, record)
+            await admitted.settle()
             raise
         tally = StreamTally(first_token_ms=(time.perf_counter() - started) * 1000)
         finished = False
@@ -229,7 +225,7 @@ class Gateway:
     async def _settle_stream(
         self,
         record: RequestRecord,
-        admitted: "asyncio.Future[None]",
+        admitted: Admission,
         deployment: Deployment,
         body: dict[str, Any],
         tally: StreamTally,
@@ -252,14 +248,8 @@ class Gateway:
             record.complete(**common, finish_reason=tally.finish_reason)
         else:
             record.interrupt(**common, usage_estimated=estimated)
-        outcome = self.ledger.record(record)
         # A disconnected client cancels this task: the writer still commits what was queued.
-        await asyncio.shield(_both(admitted, outcome))
-
-
-async def _both(first: "asyncio.Future[None]", second: "asyncio.Future[None]") -> None:
-    await first
-    await second
+        await asyncio.shield(admitted.settle())
 
 
 async def _prepend(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:

@@ -49,7 +49,6 @@ class StoreLocation:
             "POSTGRES_POOL_SIZE": "4",
             "POSTGRES_MAX_OVERFLOW": "4",
             "POSTGRES_CONNECT_TIMEOUT": "5",
-            "POSTGRES_PRE_PING": "y",
         }
         return cls("postgres", env, postgres_dsn=url.replace("postgres://", "postgresql://", 1))
 

@@ -5,6 +5,8 @@ then resolves every caller's future. There is no deliberate lingering: while one
 in flight the next batch gathers by itself, so a lone request pays one commit and a busy
 server pays one commit per batch. A failed batch is retried with backoff until
 `retry_for_s` runs out; a batch that holds a bad event is split so the others still land.
+A stream whose first events were lost is never continued: its later events fail too, so
+the ledger holds no stream without its beginning.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class GroupCommitLedger:
         self.retry_for_s = retry_for_s
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._healthy = True
+        self._lost_streams: set[Any] = set()
         self.commits = 0
         self.events_written = 0
         self._thread = threading.Thread(target=self._run, name="moneta-ledger-writer", daemon=True)
@@ -98,14 +101,29 @@ class GroupCommitLedger:
         return False
 
     def _commit(self, batch: list[_Item]) -> None:
+        if self._lost_streams:
+            batch = self._without_lost_beginnings(batch)
+            if not batch:
+                return
         error = self._save_with_retry([e for events, _ in batch for e in events])
         if error is not None and len(batch) > 1 and not _is_transient(error):
             # One bad record must not sink its neighbours: save each on its own.
             for item in batch:
                 self._commit([item])
             return
+        if error is not None and _is_transient(error):  # an outage; a conflict loses nothing
+            self._lost_streams.update(e.originator_id for events, _ in batch for e in events)
         for _, resolve in batch:
             resolve(None if error is None else _as_unavailable(error))
+
+    def _without_lost_beginnings(self, batch: list[_Item]) -> list[_Item]:
+        kept = []
+        for events, resolve in batch:
+            if events and events[0].originator_version > 1 and events[0].originator_id in self._lost_streams:
+                resolve(LedgerUnavailableError("the ledger lost the start of this request's record"))
+            else:
+                kept.append((events, resolve))
+        return kept
 
     def _save_with_retry(self, events: list[DomainEventProtocol]) -> BaseException | None:
         deadline = time.monotonic() + self.retry_for_s

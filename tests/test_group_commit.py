@@ -107,3 +107,20 @@ def _url_of(ledger: GroupCommitLedger) -> str:
         return "sqlite:///" + env.get("SQLITE_DBNAME")
     return f"postgresql://{env.get('POSTGRES_USER')}@{env.get('POSTGRES_HOST')}:{env.get('POSTGRES_PORT')}/" \
            f"{env.get('POSTGRES_DBNAME')}"
+
+
+def test_a_stream_whose_beginning_was_lost_is_not_continued():
+    store = _FlakyStore(failures=10**6)
+    writer = GroupCommitLedger(store, retry_for_s=0.1)  # type: ignore[arg-type]
+    try:
+        record = RequestRecord.admit(uuid.uuid4(), call_type="chat", key_hash="k", end_user="", model_group="m",
+                                     stream=False)
+        with pytest.raises(LedgerUnavailableError):
+            writer.record_blocking(record, timeout=10)  # Admitted is lost in the outage
+        store.failures = 0  # the store is back
+        record.fail(status_code=500, error_type="server_error", reason="x")
+        with pytest.raises(LedgerUnavailableError, match="lost the start"):
+            writer.record_blocking(record, timeout=10)
+        assert store.saved == []
+    finally:
+        writer.close()
