@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 
 from api.auth import master_key_hash, require_admin
 from api.errors import install_error_handlers
-from api.routes import anthropic, health, openai, utils
+from api.routes import anthropic, deployment_health, health, openai, utils
 from application.bootstrap import Container
 from infrastructure.http_session import close_session
 
@@ -75,6 +75,7 @@ def create_app(container: Container, *, background: list[Background] | None = No
     app.include_router(anthropic.router)
     app.include_router(utils.router)
     app.include_router(health.router)
+    app.include_router(deployment_health.router, dependencies=[Depends(require_admin)])
     if views is not None:
         from api.routes import spend
 

@@ -8,14 +8,16 @@ from fastapi import FastAPI
 from api.app import create_app
 from api.read_side import SpendViews
 from application.bootstrap import build, environment, load_gateway_config
+from infrastructure.health_checks import background_health_checks
 
 
 def app_from_environment() -> FastAPI:
     environ = environment()
     container = build(load_gateway_config(None, environ), environ)
     views = SpendViews(container.location)  # type: ignore[arg-type]
+    checks = background_health_checks(container.config, container.gateway)
     redis_url = container.config.redis_url
-    return create_app(container, background=[views], views=views.queries,
+    return create_app(container, background=[views, *([checks] if checks else [])], views=views.queries,
                       redis_ping=_redis_ping(redis_url) if redis_url else None)
 
 

@@ -15,12 +15,12 @@ from types import ModuleType
 from eventsourcing.application import Application
 from eventsourcing.utils import get_topic
 
-from projections import spend_log, tracking, usage_report
+from projections import deployment_health, spend_log, tracking, usage_report
 from projections.view_store import ViewStore
 
 log = logging.getLogger("moneta.projections")
 
-DEFAULT_VIEWS: tuple[ModuleType, ...] = (spend_log, usage_report)  # order matters: see usage_report
+DEFAULT_VIEWS: tuple[ModuleType, ...] = (spend_log, usage_report, deployment_health)  # usage_report after spend_log
 _SCHEMA_LOCK_ID = 0x6D6F6E657461 + 1  # next to the ledger's migrate lock
 _MIN_BACKOFF_S, _MAX_BACKOFF_S = 0.1, 10.0
 
