@@ -149,14 +149,7 @@ class Gateway:
         invoke: Callable[[Deployment], Awaitable[dict[str, Any]]],
     ) -> dict[str, Any]:
         record, first, admitted = await self._admit(call_type, caller, body, request_id, stream=False)
-        try:
-            response, deployment, latency_ms = await self._attempts(record, body, invoke, stream=False).run(
-                body["model"], first)
-        except GatewayError as error:
-            record.fail(status_code=error.status_code, error_type=error.error_type,
-                        reason=redact(error.message, self._secrets)[:500])
-            await admitted.settle()
-            raise
+        response, deployment, latency_ms = await self._attempt(record, first, admitted, body, invoke, stream=False)
         usage = _usage_of(call_type, response) or self._estimate_usage(deployment, body, response)
         quote = self.prices.quote(deployment, usage, _now())
         record.complete(
@@ -172,10 +165,19 @@ class Gateway:
         await admitted.settle()
         return response
 
-    def _attempts(self, record: RequestRecord, body: dict[str, Any], invoke: Callable[[Deployment], Awaitable[Any]],
-                  *, stream: bool) -> Attempts:
-        return Attempts(record, self.router, body, invoke, stream=stream, secrets=self._secrets,
-                        precheck=self.prices.check_priced)
+    async def _attempt(self, record: RequestRecord, first: Route | GatewayError, admitted: Admission,
+                       body: dict[str, Any], invoke: Callable[[Deployment], Awaitable[Any]],
+                       *, stream: bool) -> tuple[Any, Deployment, float]:
+        """The first successful attempt; when none succeeds, the request is recorded as Failed."""
+        attempts = Attempts(record, self.router, body, invoke, stream=stream, secrets=self._secrets,
+                            precheck=self.prices.check_priced)
+        try:
+            return await attempts.run(body["model"], first)
+        except GatewayError as error:
+            record.fail(status_code=error.status_code, error_type=error.error_type,
+                        reason=redact(error.message, self._secrets)[:500])
+            await admitted.settle()
+            raise
 
     def _estimate_usage(self, deployment: Deployment, body: dict[str, Any], response: dict[str, Any]) -> Usage:
         """For a provider that reports no usage: count the tokens ourselves rather than bill $0."""
@@ -200,14 +202,7 @@ class Gateway:
             chunks = self.providers.for_deployment(deployment).chat_stream(deployment, _for(deployment, body))
             return await chunks.__anext__(), chunks
 
-        try:
-            (head, chunks), deployment, _ = await self._attempts(record, body, open_stream, stream=True).run(
-                body["model"], first)
-        except GatewayError as error:
-            record.fail(status_code=error.status_code, error_type=error.error_type,
-                        reason=redact(error.message, self._secrets)[:500])
-            await admitted.settle()
-            raise
+        (head, chunks), deployment, _ = await self._attempt(record, first, admitted, body, open_stream, stream=True)
         tally = StreamTally(first_token_ms=(time.perf_counter() - started) * 1000)
         finished = False
         try:
