@@ -7,20 +7,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from domain.redaction import key_hash
+from projections.usage_report import COUNTERS
 from projections.view_store import ViewStore, as_datetime, as_decimal
 
 MAX_PAGE_SIZE = 1000
 REPORT_GROUPS = {"model": ("models", "model"), "api_key": ("api_keys", "api_key"), "customer": ("customers", "end_user")}
-_REPORT_COUNTERS = (
-    "requests",
-    "successful_requests",
-    "failed_requests",
-    "interrupted_requests",
-    "denied_requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-)
 _LOG_COLUMNS = (
     "request_id, call_type, api_key, end_user, model, model_group, model_id, custom_llm_provider,"
     " provider_model, start_time, end_time, completion_start_time, prompt_tokens, completion_tokens,"
@@ -88,7 +79,7 @@ class SpendQueries:
             raise ValueError(f"group_by must be one of {', '.join(REPORT_GROUPS)}")
         plural, column = REPORT_GROUPS[group_by]
         where, params = _day_filter(start_date, end_date)
-        sums = ", ".join(f"SUM({name}) AS {name}" for name in _REPORT_COUNTERS)
+        sums = ", ".join(f"SUM({name}) AS {name}" for name in COUNTERS)
         with self.store.reading() as cur:
             spend = cur.money_sum("spend")
             rows = cur.execute(
@@ -133,7 +124,7 @@ def _by_day(rows: list[dict[str, Any]], plural: str, group_by: str) -> list[dict
     for row in rows:
         day = days.setdefault(row["day"], {"group_by_day": row["day"], "total_spend": as_decimal(0), plural: []})
         entry = {group_by: row["grp"], "total_spend": as_decimal(row["spend"])}
-        entry.update((name, int(row[name])) for name in _REPORT_COUNTERS)
+        entry.update((name, int(row[name])) for name in COUNTERS)
         day[plural].append(entry)
         day["total_spend"] += entry["total_spend"]
     return list(days.values())

@@ -32,7 +32,7 @@ DDL = (
 )
 EVENT_TYPES = (RequestRecord.Denied, RequestRecord.Completed, RequestRecord.Interrupted, RequestRecord.Failed)
 
-_COUNTERS = (
+COUNTERS = (
     "requests",
     "successful_requests",
     "failed_requests",
@@ -62,14 +62,14 @@ def apply(cur: ViewCursor, event: Any) -> None:
 
 
 def _add(cur: ViewCursor, row: dict[str, Any]) -> None:
-    counts = {name: 0 for name in _COUNTERS}
+    counts = {name: 0 for name in COUNTERS}
     counts.update(requests=1, prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"])
     counts["total_tokens"] = row["total_tokens"]
     counts[_STATUS_COUNTER[row["status"]]] = 1
-    updates = ", ".join(f"{name} = usage_daily.{name} + excluded.{name}" for name in _COUNTERS)
+    updates = ", ".join(f"{name} = usage_daily.{name} + excluded.{name}" for name in COUNTERS)
     cur.execute(
-        f"INSERT INTO usage_daily (day, api_key, end_user, model, {', '.join(_COUNTERS)}, spend)"
-        f" VALUES (?, ?, ?, ?, {', '.join('?' for _ in _COUNTERS)}, ?)"
+        f"INSERT INTO usage_daily (day, api_key, end_user, model, {', '.join(COUNTERS)}, spend)"
+        f" VALUES (?, ?, ?, ?, {', '.join('?' for _ in COUNTERS)}, ?)"
         f" ON CONFLICT (day, api_key, end_user, model) DO UPDATE SET {updates},"
         f" spend = {cur.money_add('usage_daily.spend', 'excluded.spend')}",
         (

@@ -6,11 +6,12 @@ the including app's business.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from projections.queries import MAX_PAGE_SIZE, SpendLogPage, SpendQueries
@@ -18,55 +19,28 @@ from projections.queries import MAX_PAGE_SIZE, SpendLogPage, SpendQueries
 router = APIRouter(tags=["spend"])
 
 
+@dataclass
+class SpendLogFilters:
+    """LiteLLM's query parameters of the spend-log routes."""
+
+    start_date: str | None = None
+    end_date: str | None = None
+    api_key: str | None = None
+    request_id: str | None = None
+    user_id: str | None = None
+    model: str | None = None
+    page: int = Query(1, ge=1)
+    page_size: int = Query(50, ge=1, le=MAX_PAGE_SIZE)
+
+
 @router.get("/spend/logs")
-async def spend_logs(
-    request: Request,
-    start_date: str | None = None,
-    end_date: str | None = None,
-    api_key: str | None = None,
-    request_id: str | None = None,
-    user_id: str | None = None,
-    model: str | None = None,
-    page: int = Query(1, ge=1),
-    page_size: int = Query(50, ge=1, le=MAX_PAGE_SIZE),
-) -> list[dict[str, Any]]:
-    result = await _query_logs(
-        request,
-        start_date=start_date,
-        end_date=end_date,
-        api_key=api_key,
-        request_id=request_id,
-        user=user_id,
-        model=model,
-        page=page,
-        page_size=page_size,
-    )
-    return _jsonable(result.rows)
+async def spend_logs(request: Request, filters: SpendLogFilters = Depends()) -> list[dict[str, Any]]:
+    return _jsonable((await _query_logs(request, filters)).rows)
 
 
 @router.get("/spend/logs/v2")
-async def spend_logs_v2(
-    request: Request,
-    start_date: str | None = None,
-    end_date: str | None = None,
-    api_key: str | None = None,
-    request_id: str | None = None,
-    user_id: str | None = None,
-    model: str | None = None,
-    page: int = Query(1, ge=1),
-    page_size: int = Query(50, ge=1, le=MAX_PAGE_SIZE),
-) -> dict[str, Any]:
-    result = await _query_logs(
-        request,
-        start_date=start_date,
-        end_date=end_date,
-        api_key=api_key,
-        request_id=request_id,
-        user=user_id,
-        model=model,
-        page=page,
-        page_size=page_size,
-    )
+async def spend_logs_v2(request: Request, filters: SpendLogFilters = Depends()) -> dict[str, Any]:
+    result = await _query_logs(request, filters)
     return {
         "data": _jsonable(result.rows),
         "total": result.total,
@@ -93,10 +67,12 @@ async def global_spend_report(
     return _jsonable(report)
 
 
-async def _query_logs(request: Request, **filters: Any) -> SpendLogPage:
+async def _query_logs(request: Request, filters: SpendLogFilters) -> SpendLogPage:
     views: SpendQueries = request.app.state.views
+    query = {**asdict(filters), "user": filters.user_id}
+    del query["user_id"]
     try:
-        return await run_in_threadpool(views.spend_logs, **filters)
+        return await run_in_threadpool(views.spend_logs, **query)
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
 
