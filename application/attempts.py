@@ -32,11 +32,11 @@ def as_gateway_error(exc: Exception, deployment: Deployment) -> GatewayError:
     )
 
 
-def first_route(router: DeploymentRouter, model_group: str, body: dict[str, Any]) -> Route | GatewayError:
+async def first_route(router: DeploymentRouter, model_group: str, body: dict[str, Any]) -> Route | GatewayError:
     """The first attempt's route, or why the group cannot serve when its fallbacks might;
     raises when nothing could serve (an unknown group, or no fallback for the error)."""
     try:
-        return router.route(model_group, body)
+        return await router.route(model_group, body)
     except GatewayError as error:
         if isinstance(error, ModelNotFoundError) or not router.settings.fallbacks_for(model_group, error):
             raise
@@ -89,7 +89,7 @@ class Attempts:
             try:
                 for deployment in self.router.group(group):
                     self.precheck(deployment)
-                return await self._in_group(group, self.router.route(group, self.body))
+                return await self._in_group(group, await self.router.route(group, self.body))
             except GatewayError:
                 continue
         raise primary
@@ -111,7 +111,7 @@ class Attempts:
         if self.count >= MAX_ATTEMPTS:
             raise error
         try:
-            candidate = self.router.route(model_group, self.body, exclude=tried)
+            candidate = await self.router.route(model_group, self.body, exclude=tried)
         except GatewayError:
             raise error from None
         elsewhere = candidate.deployment.id not in tried
@@ -124,7 +124,7 @@ class Attempts:
             return candidate
         await asyncio.sleep(wait)
         try:
-            return self.router.route(model_group, self.body, exclude=tried)
+            return await self.router.route(model_group, self.body, exclude=tried)
         except GatewayError:
             raise error from None
 

@@ -31,8 +31,9 @@ class Container:
         """A gateway over one ad-hoc deployment (library calls that name `provider/model`)."""
         config = replace(self.config, deployments=(deployment,))
         from infrastructure.cooldowns_in_process import InProcessCooldownStore
+        from infrastructure.usage_in_process import InProcessUsageMeter
 
-        router = DeploymentRouter(config, InProcessCooldownStore())
+        router = DeploymentRouter(config, InProcessCooldownStore(), InProcessUsageMeter())
         return Gateway(config, router, self.providers, self.ledger, self.prices,  # type: ignore[arg-type]
                        self.tokenizer)  # type: ignore[arg-type]
 
@@ -92,11 +93,14 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
 
 
 def _router(config: GatewayConfig, ledger: object, tokenizer: object, prices: object) -> DeploymentRouter:
-    """Cooldowns shared through Redis when one is configured, else kept in this process."""
+    """Cooldowns and usage shared through Redis when one is configured, else kept in this process."""
     from infrastructure.aggregate_reader import EventStoreReader
     from infrastructure.cooldowns_in_process import InProcessCooldownStore
     from infrastructure.cooldowns_redis import RedisCooldownStore
+    from infrastructure.usage_in_process import InProcessUsageMeter
+    from infrastructure.usage_redis import RedisUsageMeter
 
     store = RedisCooldownStore(config.redis_url) if config.redis_url else InProcessCooldownStore()
+    usage = RedisUsageMeter(config.redis_url) if config.redis_url else InProcessUsageMeter()
     journal = HealthJournal(EventStoreReader(ledger.app), ledger)  # type: ignore[attr-defined,arg-type]
-    return DeploymentRouter(config, store, journal, tokenizer, prices)  # type: ignore[arg-type]
+    return DeploymentRouter(config, store, usage, journal, tokenizer, prices)  # type: ignore[arg-type]

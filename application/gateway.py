@@ -121,9 +121,9 @@ class Gateway:
     ) -> tuple[RequestRecord, Route | GatewayError, Admission]:
         model = body["model"]
         try:
-            first = first_route(self.router, model, body)
             for deployment in self.router.group(model):
                 self.prices.check_priced(deployment)
+            first = await first_route(self.router, model, body)
         except GatewayError as error:
             await self.deny(caller, call_type, model, error, request_id)
             raise

@@ -93,6 +93,23 @@ class CooldownStore(Protocol):
         ...
 
 
+class UsageMeter(Protocol):
+    """Requests and tokens started per deployment in the current minute, against its rpm/tpm;
+    every worker sharing the meter shares one count."""
+
+    def seen(self, deployment_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(requests, tokens) this minute as last seen, without I/O. Never above the true count,
+        since a minute's counts only grow."""
+        ...
+
+    async def take(self, deployment_id: str, tokens: int, rpm: int | None, tpm: int | None,
+                   group: Sequence[str]) -> bool:
+        """Counts one request of `tokens` against the deployment if this minute's count stays
+        within `rpm` and `tpm`, else counts nothing and returns False. Refreshes what `seen`
+        returns for the deployments of `group`."""
+        ...
+
+
 class AggregateReader(Protocol):
     def get(self, aggregate_id: UUID) -> Any | None:
         """The aggregate at its latest version, or None if it has no events."""

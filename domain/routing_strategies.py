@@ -80,11 +80,17 @@ def latency_based(candidates: Sequence[Candidate], rng: random.Random, buffer: f
     return Pick(chosen, f"latency-based-routing: {chosen.latency_ms:.1f} ms average")
 
 
-def usage_based(candidates: Sequence[Candidate], rng: random.Random, request_tokens: int) -> Pick:
-    """The least used this minute among those with tpm and rpm headroom for this request."""
-    fitting = [c for c in candidates if _has_headroom(c, request_tokens)]
+def with_headroom(candidates: Sequence[Candidate], request_tokens: int) -> list[Candidate]:
+    """Those with tpm and rpm headroom for this request; NoCapacity when none has."""
+    fitting = [c for c in candidates if fits_limits(c.rpm_used, c.tpm_used, request_tokens, c.rpm, c.tpm)]
     if not fitting:
         raise NoCapacity(f"all {len(candidates)} deployments are at their tpm/rpm limit for this minute")
+    return fitting
+
+
+def usage_based(candidates: Sequence[Candidate], rng: random.Random, request_tokens: int) -> Pick:
+    """The least used this minute among those with tpm and rpm headroom for this request."""
+    fitting = with_headroom(candidates, request_tokens)
     chosen = _lowest(fitting, lambda c: (c.tpm_used, c.rpm_used), rng)
     return Pick(chosen, f"usage-based-routing-v2: {chosen.tpm_used} tpm, {chosen.rpm_used} rpm used")
 
@@ -98,10 +104,11 @@ def cost_based(candidates: Sequence[Candidate], rng: random.Random) -> Pick:
     return Pick(chosen, f"cost-based-routing: ${chosen.cost_per_token} per token")
 
 
-def _has_headroom(candidate: Candidate, request_tokens: int) -> bool:
-    if candidate.tpm is not None and candidate.tpm_used + request_tokens > candidate.tpm:
+def fits_limits(requests: int, tokens_used: int, request_tokens: int, rpm: int | None, tpm: int | None) -> bool:
+    """Whether one more request of `request_tokens` stays within this minute's rpm and tpm."""
+    if tpm is not None and tokens_used + request_tokens > tpm:
         return False
-    return candidate.rpm is None or candidate.rpm_used + 1 <= candidate.rpm
+    return rpm is None or requests + 1 <= rpm
 
 
 def _lowest(candidates: Sequence[Candidate], key: Callable[[Candidate], object], rng: random.Random) -> Candidate:

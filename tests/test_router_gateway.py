@@ -246,6 +246,21 @@ async def test_usage_based_routing_respects_rpm_headroom(sqlite_url):
         assert error.status_code == 429 and "tpm/rpm limit" in error.message and events == ["Denied"]
 
 
+async def test_an_rpm_limit_is_shared_by_gateways_on_one_redis_under_any_strategy(tmp_path, redis_url):
+    models = [mock("g", "capped", rpm=2, order=1), mock("g", "spare", order=2), mock("solo", "alone", rpm=1)]
+    other_ledger = f"sqlite:///{tmp_path / 'other.db'}"
+    with gateway(f"sqlite:///{tmp_path / 'one.db'}", models, redis_url=redis_url) as first, \
+            gateway(other_ledger, models, redis_url=redis_url) as second:
+        if int(time.time()) % 60 > 55:  # keep the calls inside one minute
+            await asyncio.sleep(6)
+        served = [(await chat(worker, "g"))["model"] for worker in (first, second, first, second)]
+        assert served == ["capped", "capped", "spare", "spare"]  # apart, each would have sent 2 to capped
+        assert (await chat(second, "solo"))["model"] == "alone"
+        error, events = await failing_chat(first, "solo")
+        assert error.status_code == 429 and "tpm/rpm limit" in error.message and events == ["Denied"]
+        assert 0 < error.retry_after <= 60
+
+
 async def test_cost_based_routing_takes_the_cheapest(sqlite_url):
     models = [mock("g", "pricey", input_cost_per_token=0.00001, output_cost_per_token=0.00003),
               mock("g", "cheap", input_cost_per_token=0.000001, output_cost_per_token=0.000002)]

@@ -1,9 +1,13 @@
 """The Router use case: which deployment of a model group serves the next attempt, and what a
 success or a failure does to the deployment's standing.
 
-Cooldowns live in the CooldownStore (shared by every worker when it is Redis); their starts
-and ends are events on the deployment's stream. Latency, calls in flight and this minute's
-usage are this process's own view.
+Cooldowns live in the CooldownStore and this minute's requests and tokens per deployment in
+the UsageMeter (both shared by every worker when they are Redis); cooldowns' starts and ends
+are events on the deployment's stream. Latency and calls in flight are this process's own view.
+
+A request is counted against its deployment's minute when it is routed, and only in a group
+that needs the count: under usage-based routing, or when a deployment sets rpm or tpm, whose
+limits then hold under every strategy.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from decimal import Decimal
 from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 from application.config import Deployment, GatewayConfig
-from application.ports import CooldownStore, PriceBook, Tokenizer
+from application.ports import CooldownStore, PriceBook, Tokenizer, UsageMeter
 from application.routing.health_journal import HealthJournal
 from application.routing.live_stats import LiveStats
 from application.routing.settings import RouterSettings
@@ -41,6 +45,7 @@ class DeploymentRouter:
         self,
         config: GatewayConfig,
         cooldowns: CooldownStore,
+        usage: UsageMeter,
         journal: HealthJournal | None = None,
         tokenizer: Tokenizer | None = None,
         prices: PriceBook | None = None,
@@ -50,7 +55,8 @@ class DeploymentRouter:
     ) -> None:
         self.settings = RouterSettings.from_config(config)
         self.cooldowns = cooldowns
-        self.stats = LiveStats(clock)
+        self.usage = usage
+        self.stats = LiveStats()
         self._journal = journal
         self._tokenizer = tokenizer
         self._prices = prices
@@ -60,6 +66,11 @@ class DeploymentRouter:
         for deployment in config.deployments:
             self._groups.setdefault(deployment.model_name, []).append(deployment)
         self._cost_per_token: dict[str, Decimal | None] = {}
+        usage_based = self.settings.strategy == "usage-based-routing-v2"
+        self._metered = {name for name, group in self._groups.items()
+                         if usage_based or any(d.rpm is not None or d.tpm is not None for d in group)}
+        self._token_counted = {name for name, group in self._groups.items()
+                               if usage_based or any(d.tpm is not None for d in group)}
 
     # -- choosing ----------------------------------------------------------------------------
 
@@ -74,44 +85,63 @@ class DeploymentRouter:
     def groups(self) -> dict[str, list[Deployment]]:
         return self._groups
 
-    def route(self, model_group: str, body: dict[str, Any], exclude: Collection[str] = ()) -> Route:
+    async def route(self, model_group: str, body: dict[str, Any], exclude: Collection[str] = ()) -> Route:
         """The deployment for the next attempt: among those not cooling down (and, with pre-call
-        checks, whose context window fits the prompt), preferring those not in `exclude` (tried
-        already), in the best `order` tier, by the strategy. Raises a 429 when all are cooling."""
+        checks, whose context window fits the prompt; with rpm/tpm, that have headroom this
+        minute), preferring those not in `exclude` (tried already), in the best `order` tier, by
+        the strategy. Raises a 429 when all are cooling or at their limits."""
         group = self.group(model_group)
         cooling = self.cooldowns.state().cooling
         available = [d for d in group if d.id not in cooling]
         if not available:
             raise self._all_cooling(model_group, group, cooling)
-        tokens = self._prompt_tokens(group, body)
+        tokens = self._prompt_tokens(model_group, group, body)
         if self.settings.pre_call_checks:
             available = self._fitting(model_group, available, tokens)
         fresh = [d for d in available if d.id not in exclude] or available
-        pick = self._pick(fresh, tokens)
-        deployment = next(d for d in fresh if d.id == pick.candidate.id)
-        return Route(deployment, pick.reason, tokens)
+        if model_group in self._metered:
+            return await self._counted(model_group, fresh, tokens)
+        return self._route(fresh, self._pick(fresh, tokens), tokens)
 
-    def _pick(self, deployments: list[Deployment], tokens: int) -> strategies.Pick:
-        tier = strategies.top_tier([self._candidate(d) for d in deployments])
+    async def _counted(self, model_group: str, deployments: list[Deployment], tokens: int) -> Route:
+        """Picks among those with headroom as last seen, then counts the request against the
+        pick; when the pick filled up meanwhile (another worker), picks again on the counts the
+        refusal brought back."""
+        ids = [d.id for d in deployments]
+        for _ in deployments:
+            pick = self._pick(deployments, tokens, self.usage.seen(ids))
+            route = self._route(deployments, pick, tokens)
+            if await self.usage.take(route.deployment.id, tokens, route.deployment.rpm, route.deployment.tpm, ids):
+                return route
+        raise self._no_capacity(model_group, f"all {len(ids)} deployments are at their tpm/rpm limit for this minute")
+
+    def _route(self, deployments: list[Deployment], pick: strategies.Pick, tokens: int) -> Route:
+        return Route(next(d for d in deployments if d.id == pick.candidate.id), pick.reason, tokens)
+
+    def _pick(self, deployments: list[Deployment], tokens: int,
+              usage: Mapping[str, tuple[int, int]] | None = None) -> strategies.Pick:
+        candidates = [self._candidate(d, usage or {}) for d in deployments]
+        if usage is not None:
+            try:
+                candidates = strategies.with_headroom(candidates, tokens)
+            except strategies.NoCapacity as full:
+                raise self._no_capacity(deployments[0].model_name, str(full)) from None
+        tier = strategies.top_tier(candidates)
         if len(tier) == 1:
-            return strategies.Pick(tier[0], "only candidate" if len(deployments) == 1 else "highest priority (order)")
+            return strategies.Pick(tier[0], "only candidate" if len(candidates) == 1 else "highest priority (order)")
         name = self.settings.strategy
         if name == "least-busy":
             return strategies.least_busy(tier, self._rng)
         if name == "latency-based-routing":
             return strategies.latency_based(tier, self._rng, self.settings.latency_buffer)
         if name == "usage-based-routing-v2":
-            try:
-                return strategies.usage_based(tier, self._rng, tokens)
-            except strategies.NoCapacity as full:
-                raise RateLimitError(f"No deployments available for model group '{deployments[0].model_name}': "
-                                     f"{full}", retry_after=60 - self._clock() % 60) from None
+            return strategies.usage_based(tier, self._rng, tokens)
         if name == "cost-based-routing":
             return strategies.cost_based(tier, self._rng)
         return strategies.simple_shuffle(tier, self._rng)
 
-    def _candidate(self, deployment: Deployment) -> strategies.Candidate:
-        requests, tokens = self.stats.usage_this_minute(deployment.id)
+    def _candidate(self, deployment: Deployment, usage: Mapping[str, tuple[int, int]]) -> strategies.Candidate:
+        requests, tokens = usage.get(deployment.id, (0, 0))
         return strategies.Candidate(
             id=deployment.id, order=deployment.order, weight=deployment.weight, rpm=deployment.rpm,
             tpm=deployment.tpm, in_flight=self.stats.in_flight(deployment.id),
@@ -133,8 +163,8 @@ class DeploymentRouter:
             return None
         return quote.cost / _PRICE_PROBE.total_tokens if quote.cost else None
 
-    def _prompt_tokens(self, group: Sequence[Deployment], body: dict[str, Any]) -> int:
-        needed = self.settings.pre_call_checks or self.settings.strategy == "usage-based-routing-v2"
+    def _prompt_tokens(self, model_group: str, group: Sequence[Deployment], body: dict[str, Any]) -> int:
+        needed = self.settings.pre_call_checks or model_group in self._token_counted
         if not needed or self._tokenizer is None:
             return 0
         model = group[0].provider_model
@@ -151,6 +181,10 @@ class DeploymentRouter:
                 f"model group '{model_group}'.", param="messages")
         return fitting
 
+    def _no_capacity(self, model_group: str, why: str) -> RateLimitError:
+        return RateLimitError(f"No deployments available for model group '{model_group}': {why}",
+                              retry_after=60 - self._clock() % 60)
+
     def _all_cooling(self, model_group: str, group: Sequence[Deployment], cooling: Mapping[str, float]) -> RateLimitError:
         wait = max(0.0, min(cooling[d.id] for d in group) - self._clock())
         return RateLimitError(
@@ -162,8 +196,8 @@ class DeploymentRouter:
 
     @contextmanager
     def attempting(self, route: Route) -> Iterator[None]:
-        """Counts the call as in flight (and in this minute's usage) while it runs."""
-        self.stats.started(route.deployment.id, route.prompt_tokens)
+        """Counts the call as in flight while it runs."""
+        self.stats.started(route.deployment.id)
         try:
             yield
         finally:
