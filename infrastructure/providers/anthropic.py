@@ -1,4 +1,4 @@
-"""Anthropic's Messages API (`anthropic/`)."""
+"""Anthropic's Messages API (`anthropic/`): chat, streamed chat, and text completions through chat."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
@@ -27,6 +27,9 @@ from infrastructure.providers.translation.anthropic_request import (
 from infrastructure.providers.translation.anthropic_response import (
     StreamTranslator,
     openai_completion,
+)
+from infrastructure.providers.translation.text_completion import (
+    text_completion_via_chat,
 )
 
 NAME = "anthropic"
@@ -95,7 +98,7 @@ class AnthropicProvider:
                                         model=deployment.provider_model)
 
     async def text_completion(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
-        raise self._unsupported(deployment, "text completions")
+        return await text_completion_via_chat(self.chat, deployment, body)
 
     async def embedding(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
         raise self._unsupported(deployment, "embeddings")

@@ -1,5 +1,5 @@
-"""AWS Bedrock: chat through the Converse API (`bedrock/<modelId>`, `bedrock/converse/<modelId>`)
-and embeddings through InvokeModel (`bedrock_embeddings`).
+"""AWS Bedrock: chat (and text completions through chat) on the Converse API (`bedrock/<modelId>`,
+`bedrock/converse/<modelId>`) and embeddings through InvokeModel (`bedrock_embeddings`).
 
 Requests are signed with SigV4 by botocore. Credentials come from the deployment's
 `aws_access_key_id` / `aws_secret_access_key` / `aws_session_token`, else botocore's default
@@ -41,6 +41,9 @@ from infrastructure.providers.bedrock_eventstream import (
 )
 from infrastructure.providers.http_errors import retry_after_seconds
 from infrastructure.providers.openai_compatible import _Guarded, stream_timeout
+from infrastructure.providers.translation.text_completion import (
+    text_completion_via_chat,
+)
 
 PROVIDER = "bedrock"
 SIGNING_SERVICE = "bedrock"
@@ -83,8 +86,7 @@ class BedrockProvider:
         return await bedrock_embedding(self, deployment, body)
 
     async def text_completion(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
-        raise errors.BadRequestError("bedrock: text completions are not supported; use chat completions",
-                                     provider=PROVIDER, model=deployment.provider_model)
+        return await text_completion_via_chat(self.chat, deployment, body)
 
     async def transcription(self, deployment: Deployment, audio: AudioFile, fields: dict[str, Any]) -> dict[str, Any]:
         raise errors.BadRequestError("bedrock: audio transcription is not supported",

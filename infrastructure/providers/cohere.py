@@ -1,4 +1,5 @@
-"""Cohere's v2 API (`cohere/` and `cohere_chat/`): chat, streamed chat and embeddings.
+"""Cohere's v2 API (`cohere/` and `cohere_chat/`): chat, streamed chat, embeddings, and text
+completions through chat.
 
 Usage is Cohere's `billed_units` when present (what the invoice counts, so spend reconciles),
 else its raw `tokens`.
@@ -22,6 +23,9 @@ from infrastructure.providers.openai_compatible import (
     read_json,
     sse_data,
     stream_timeout,
+)
+from infrastructure.providers.translation.text_completion import (
+    text_completion_via_chat,
 )
 
 DEFAULT_BASE = "https://api.cohere.com"
@@ -62,8 +66,7 @@ class CohereProvider:
         }
 
     async def text_completion(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
-        raise errors.BadRequestError(f"{self.name}: text completions are not supported; use chat completions",
-                                     provider=self.name, model=deployment.provider_model)
+        return await text_completion_via_chat(self.chat, deployment, body)
 
     async def transcription(self, deployment: Deployment, audio: AudioFile, fields: dict[str, Any]) -> dict[str, Any]:
         raise errors.BadRequestError(f"{self.name}: audio transcription is not supported",

@@ -1,13 +1,17 @@
 """Google's Gemini models: the Gemini API (`gemini/`) and Vertex AI (`vertex_ai/`).
 
-Both take the same `generateContent` body; they differ in URL and auth. Vertex AI signs in
-with a service account: an RS256-signed JWT is exchanged at the credentials' `token_uri` for
-an access token, cached until shortly before it expires. Signing needs the `cryptography` package.
+Both take the same `generateContent` body; they differ in URL and auth. Text completions go
+through chat; embeddings are `batchEmbedContents` on the Gemini API and `:predict` on Vertex AI.
+
+Vertex AI signs in with a service account: an RS256-signed JWT is exchanged at the credentials'
+`token_uri` for an access token, cached until shortly before it expires. Signing needs the
+`cryptography` package.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import time
 from abc import ABC, abstractmethod
@@ -38,6 +42,10 @@ from infrastructure.providers.translation.gemini_response import (
     StreamTranslator,
     openai_completion,
 )
+from infrastructure.providers.translation.text_completion import (
+    text_completion_via_chat,
+)
+from infrastructure.providers.vertex_embeddings import vertex_embedding
 
 GEMINI_BASE = "https://generativelanguage.googleapis.com/v1beta"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -71,13 +79,7 @@ class _GoogleGenerativeProvider(ABC):
 
     async def chat(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
         payload = gemini_request(apply_param_policy(self.name, deployment, body))
-        url = await self._url(deployment, "generateContent")
-        timeout = aiohttp.ClientTimeout(total=deployment.timeout or DEFAULT_TIMEOUT_S)
-        async with guarded_post(url, payload, await self._headers(deployment), timeout, deployment,
-                                self.name) as response:
-            if response.status >= 400:
-                raise await self._error(deployment, response)
-            answer = await read_json(response, deployment, self.name)
+        answer = await self._post_json(deployment, "generateContent", payload)
         return openai_completion(answer, deployment.provider_model)
 
     async def chat_stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -97,10 +99,7 @@ class _GoogleGenerativeProvider(ABC):
         yield translator.final()
 
     async def text_completion(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
-        raise self._unsupported(deployment, "text completions")
-
-    async def embedding(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
-        raise self._unsupported(deployment, "embeddings")
+        return await text_completion_via_chat(self.chat, deployment, body)
 
     async def transcription(self, deployment: Deployment, audio: AudioFile, fields: dict[str, Any]) -> dict[str, Any]:
         raise self._unsupported(deployment, "audio transcription")
@@ -110,6 +109,15 @@ class _GoogleGenerativeProvider(ABC):
 
     @abstractmethod
     async def _headers(self, deployment: Deployment) -> dict[str, str]: ...
+
+    async def _post_json(self, deployment: Deployment, method: str, payload: dict[str, Any]) -> Any:
+        url = await self._url(deployment, method)
+        timeout = aiohttp.ClientTimeout(total=deployment.timeout or DEFAULT_TIMEOUT_S)
+        async with guarded_post(url, payload, await self._headers(deployment), timeout, deployment,
+                                self.name) as response:
+            if response.status >= 400:
+                raise await self._error(deployment, response)
+            return await read_json(response, deployment, self.name)
 
     async def _error(self, deployment: Deployment, response: aiohttp.ClientResponse) -> errors.GatewayError:
         return gemini_error(self.name, response.status, await error_body(response), response.headers,
@@ -137,13 +145,7 @@ class GeminiProvider(_GoogleGenerativeProvider):
         if body.get("dimensions"):
             request["outputDimensionality"] = body["dimensions"]
         payload = {"requests": [{**request, "content": {"parts": [{"text": t}]}} for t in texts]}
-        url = await self._url(deployment, "batchEmbedContents")
-        timeout = aiohttp.ClientTimeout(total=deployment.timeout or DEFAULT_TIMEOUT_S)
-        async with guarded_post(url, payload, await self._headers(deployment), timeout, deployment,
-                                self.name) as response:
-            if response.status >= 400:
-                raise await self._error(deployment, response)
-            answer = await read_json(response, deployment, self.name)
+        answer = await self._post_json(deployment, "batchEmbedContents", payload)
         data = [{"object": "embedding", "index": i, "embedding": e.get("values", [])}
                 for i, e in enumerate(answer.get("embeddings") or ())]
         return {"object": "list", "data": data, "model": deployment.provider_model}
@@ -161,7 +163,8 @@ class GeminiProvider(_GoogleGenerativeProvider):
 
 
 class VertexAIProvider(_GoogleGenerativeProvider):
-    """Gemini on Vertex AI, signed in as a service account (`vertex_credentials`)."""
+    """Gemini and the text-embedding models on Vertex AI, signed in as a service account
+    (`vertex_credentials`)."""
 
     name = "vertex_ai"
 
@@ -169,6 +172,9 @@ class VertexAIProvider(_GoogleGenerativeProvider):
         self.environ = environ
         self.tokens = ServiceAccountTokens(signer or rs256_sign)
         self._loaded: dict[str, dict[str, Any]] = {}  # parsed credentials by their JSON text or path
+
+    async def embedding(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+        return await vertex_embedding(functools.partial(self._post_json, deployment, "predict"), deployment, body)
 
     async def _url(self, deployment: Deployment, method: str) -> str:
         params = deployment.extra_params

@@ -1,4 +1,5 @@
-"""Ollama's native API (`ollama/` and `ollama_chat/`): `/api/chat` and `/api/embed`.
+"""Ollama's native API (`ollama/` and `ollama_chat/`): `/api/chat` (also serving text completions)
+and `/api/embed`.
 
 Ollama's OpenAI-compatible `/v1` is served by the `openai/` adapter with an api_base instead.
 """
@@ -28,6 +29,9 @@ from infrastructure.providers.translation.ollama_chat import (
     StreamTranslator,
     ollama_request,
     openai_completion,
+)
+from infrastructure.providers.translation.text_completion import (
+    text_completion_via_chat,
 )
 
 DEFAULT_BASE = "http://localhost:11434"
@@ -70,7 +74,7 @@ class OllamaProvider:
                 "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
 
     async def text_completion(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
-        raise self._unsupported(deployment, "text completions")
+        return await text_completion_via_chat(self.chat, deployment, body)
 
     async def transcription(self, deployment: Deployment, audio: AudioFile, fields: dict[str, Any]) -> dict[str, Any]:
         raise self._unsupported(deployment, "audio transcription")

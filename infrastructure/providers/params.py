@@ -52,7 +52,7 @@ SUPPORTED_PARAMS["ollama_chat"] = SUPPORTED_PARAMS["ollama"]
 
 def apply_param_policy(provider: str, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
     """The body with `drop_params` removed and unsupported parameters dropped or refused."""
-    drop = bool(body.get("drop_params") or deployment.extra_params.get("drop_params"))
+    drop = drops_params(deployment, body)
     supported = SUPPORTED_PARAMS[provider]
     unsupported = [k for k, v in body.items() if k in OPENAI_CHAT_PARAMS and k not in supported and v is not None]
     refused = [k for k in unsupported if k not in _QUIETLY_DROPPED]
@@ -64,3 +64,8 @@ def apply_param_policy(provider: str, deployment: Deployment, body: dict[str, An
         )
     skipped = {*unsupported, "drop_params", *(deployment.extra_params.get("additional_drop_params") or ())}
     return {k: v for k, v in body.items() if k not in skipped}
+
+
+def drops_params(deployment: Deployment, body: dict[str, Any]) -> bool:
+    """Whether unsupported parameters are dropped rather than refused."""
+    return bool(body.get("drop_params") or deployment.extra_params.get("drop_params"))

@@ -207,6 +207,55 @@ async def test_vertex_stream(fake):
     assert chunks[-1]["usage"]["total_tokens"] == 17
 
 
+def vertex_embedder(fake: FakeGoogle) -> Deployment:
+    return Deployment(id="ve", model_name="embedder", provider="vertex_ai", provider_model="text-embedding-005",
+                      api_base=fake.url, extra_params={"vertex_credentials": service_account(fake),
+                                                       "vertex_location": "europe-west4"})
+
+
+def predictions(fake: FakeGoogle) -> list:
+    return [seen for seen in fake.seen if seen.path.endswith(":predict")]
+
+
+async def test_vertex_embeddings_predict_with_the_service_account_token(fake):
+    provider = VertexAIProvider({}, signer=stand_in_signer)
+    result = await provider.embedding(vertex_embedder(fake), {"model": "text-embedding-005",
+                                                              "input": "hello vertex world", "dimensions": 256})
+    assert fake.last.path == ("/v1/projects/test-project/locations/europe-west4/publishers/google/models/"
+                              "text-embedding-005:predict")
+    assert fake.last.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
+    assert fake.last.body == {"instances": [{"content": "hello vertex world"}],
+                              "parameters": {"outputDimensionality": 256}}
+    assert result == {"object": "list", "model": "text-embedding-005",
+                      "data": [{"object": "embedding", "index": 0, "embedding": [3.0, 0.5, -0.5]}],
+                      "usage": {"prompt_tokens": 3, "total_tokens": 3}}
+
+
+async def test_vertex_embeddings_go_in_batches_of_at_most_250(fake):
+    texts = [" ".join(["word"] * (i % 4 + 1)) for i in range(501)]
+    provider = VertexAIProvider({}, signer=stand_in_signer)
+
+    result = await provider.embedding(vertex_embedder(fake), {"model": "text-embedding-005", "input": texts})
+
+    sent = predictions(fake)
+    assert sorted(len(seen.body["instances"]) for seen in sent) == [1, 250, 250]
+    assert all(seen.body["parameters"] == {} for seen in sent)
+    assert sorted(i["content"] for seen in sent for i in seen.body["instances"]) == sorted(texts)
+    assert [d["index"] for d in result["data"]] == list(range(501))
+    assert [d["embedding"][0] for d in result["data"]] == [float(i % 4 + 1) for i in range(501)]
+    assert result["usage"] == {"prompt_tokens": sum(i % 4 + 1 for i in range(501)),
+                               "total_tokens": sum(i % 4 + 1 for i in range(501))}
+    assert fake.token_requests == 1
+
+
+async def test_vertex_embeddings_refuse_token_ids(fake):
+    provider = VertexAIProvider({}, signer=stand_in_signer)
+    with pytest.raises(errors.BadRequestError) as caught:
+        await provider.embedding(vertex_embedder(fake), {"model": "text-embedding-005", "input": [[101, 102]]})
+    assert caught.value.param == "input"
+    assert predictions(fake) == []
+
+
 async def test_vertex_refused_assertion_is_an_authentication_error(fake):
     provider = VertexAIProvider({}, signer=lambda key, message: b"not-a-signature")
     with pytest.raises(errors.AuthenticationError) as caught:

@@ -1,6 +1,7 @@
 """Fakes of the Gemini API (generativelanguage v1beta, API key) and Vertex AI (v1, OAuth bearer
-token from a service-account JWT exchanged at the credentials' token_uri), checking requests as
-Google's references document them and answering with their documented shapes."""
+token from a service-account JWT exchanged at the credentials' token_uri; Gemini's generateContent
+and text-embedding models' predict), checking requests as Google's references document them and
+answering with their documented shapes."""
 from __future__ import annotations
 
 import base64
@@ -21,6 +22,7 @@ from tests.providers.fakes.server import (
 API_KEY = "AIza-test-key"
 ACCESS_TOKEN = "ya29.test-access-token"
 CLIENT_EMAIL = "gateway@test-project.iam.gserviceaccount.com"
+VERTEX_MAX_INSTANCES = 250
 _DATA_FIELDS = {"text", "inlineData", "fileData", "functionCall", "functionResponse"}
 
 RESPONSE = {
@@ -99,6 +101,8 @@ class FakeGoogle(FakeServer):
         if seen.headers.get("authorization") != f"Bearer {ACCESS_TOKEN}":
             return json_response(google_error(401, "UNAUTHENTICATED", "Request had invalid authentication "
                                               "credentials."), 401)
+        if request.match_info["target"].endswith(":predict"):
+            return self._predict(seen)
         return await self._generate(seen, request)
 
     async def _generate(self, seen: Seen, request: web.Request) -> web.StreamResponse:
@@ -119,6 +123,21 @@ class FakeGoogle(FakeServer):
         if any(r.get("model") != f"models/{model}" for r in requests):
             return json_response(google_error(400, "INVALID_ARGUMENT", "model of each request must match"), 400)
         return json_response({"embeddings": [{"values": [0.1 * i, 0.2, 0.3]} for i, _ in enumerate(requests)]})
+
+    def _predict(self, seen: Seen) -> web.Response:
+        """A text-embedding model's `:predict`: each vector starts with its text's token count."""
+        instances = seen.body.get("instances") or []
+        if not 0 < len(instances) <= VERTEX_MAX_INSTANCES or any(not isinstance(i.get("content"), str)
+                                                                   for i in instances):
+            return json_response(google_error(400, "INVALID_ARGUMENT", "instances must hold 1 to 250 objects "
+                                              "with a content string"), 400)
+        predictions = []
+        for instance in instances:
+            tokens = len(instance["content"].split())
+            predictions.append({"embeddings": {"values": [float(tokens), 0.5, -0.5],
+                                               "statistics": {"truncated": False, "token_count": tokens}}})
+        characters = sum(len(instance["content"]) for instance in instances)
+        return json_response({"predictions": predictions, "metadata": {"billableCharacterCount": characters}})
 
     async def _token(self, seen: Seen, request: web.Request) -> web.Response:
         self.token_requests += 1
