@@ -3,13 +3,14 @@ answers with JSON, with Cohere's error bodies, or with a v2 server-sent event st
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.providers.fakes.server import start_loopback
 
 API_KEY = "co-test-key-123"
 
@@ -40,12 +41,8 @@ class FakeCohere:
         app = web.Application()
         app.router.add_post("/v2/chat", self._handle)
         app.router.add_post("/v2/embed", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(self._runner, sock).start()
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self._runner, port = await start_loopback(app)
+        self.url = f"http://127.0.0.1:{port}"
         return self
 
     async def stop(self) -> None:

@@ -54,17 +54,22 @@ class FakeServer:
         self.app.router.add_route(method, path, serve)
 
     async def start(self) -> FakeServer:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await start_loopback(self.app)
         return self
 
     async def stop(self) -> None:
         await close_session()
         if self._runner:
             await self._runner.cleanup()
+
+
+async def start_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serves `app` on a free loopback port; returns its runner (for cleanup) and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
 async def _record(request: web.Request) -> Seen:
