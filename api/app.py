@@ -9,11 +9,11 @@ from typing import Any, AsyncIterator, Protocol
 
 from fastapi import Depends, FastAPI
 
-from api.auth import master_key_hash, require_admin
-from api.errors import install_error_handlers
-from api.routes import anthropic, deployment_health, health, openai, utils
-from application.bootstrap import Container
-from infrastructure.http_session import close_session
+from moneta.api.auth import master_key_hash, require_admin
+from moneta.api.errors import install_error_handlers
+from moneta.api.routes import anthropic, deployment_health, health, openai, utils
+from moneta.application.bootstrap import Container
+from moneta.infrastructure.http_session import close_session
 
 log = logging.getLogger("moneta.api")
 VERSION = "0.1.0"
@@ -77,7 +77,7 @@ def create_app(container: Container, *, background: list[Background] | None = No
     app.include_router(health.router)
     app.include_router(deployment_health.router, dependencies=[Depends(require_admin)])
     if views is not None:
-        from api.routes import spend
+        from moneta.api.routes import spend
 
         app.include_router(spend.router, dependencies=[Depends(require_admin)])
     app.add_middleware(RequestIdMiddleware)

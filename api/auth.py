@@ -5,9 +5,9 @@ import hmac
 
 from fastapi import Request
 
-from application.gateway import Caller
-from domain.errors import AuthenticationError
-from domain.redaction import key_hash
+from moneta.application.gateway import Caller
+from moneta.domain.errors import AuthenticationError
+from moneta.domain.redaction import key_hash
 
 
 def presented_key(request: Request) -> str | None:

@@ -6,7 +6,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
-from domain.errors import BadRequestError, RequestTooLargeError
+from moneta.domain.errors import BadRequestError, RequestTooLargeError
 
 
 def _limit(request: Request) -> int:

@@ -6,9 +6,9 @@ import logging
 import os
 import sys
 
-from application.bootstrap import environment, load_gateway_config
-from application.config import GatewayConfig
-from infrastructure.config_loader import ConfigError
+from moneta.application.bootstrap import environment, load_gateway_config
+from moneta.application.config import GatewayConfig
+from moneta.infrastructure.config_loader import ConfigError
 
 
 def _config(args: argparse.Namespace) -> GatewayConfig:
@@ -19,14 +19,14 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
 
 
 def _projections(config: GatewayConfig):
-    from api.read_side import Projections
-    from infrastructure.event_store import StoreLocation
+    from moneta.api.read_side import Projections
+    from moneta.infrastructure.event_store import StoreLocation
 
     return Projections(StoreLocation.from_url(config.database_url))
 
 
 def _migrate(config: GatewayConfig) -> None:
-    from infrastructure.event_store import StoreLocation, migrate
+    from moneta.infrastructure.event_store import StoreLocation, migrate
 
     location = StoreLocation.from_url(config.database_url)
     migrate(location)
@@ -62,11 +62,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ["MONETA_CONFIG"] = os.path.abspath(args.config)  # read again by each worker
     if not config.master_key:
         logging.getLogger("moneta").warning("no master_key configured: the gateway accepts every caller")
-    from api.read_side import start_projection_process
+    from moneta.api.read_side import start_projection_process
 
     projections = start_projection_process(config.database_url)
     try:
-        uvicorn.run("api.server:app_from_environment", factory=True, host=args.host, port=args.port,
+        uvicorn.run("moneta.api.server:app_from_environment", factory=True, host=args.host, port=args.port,
                     workers=args.workers, loop="uvloop", http="httptools", access_log=args.access_log,
                     log_level=args.log_level, timeout_graceful_shutdown=30)
     finally:

@@ -7,9 +7,9 @@ import math
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.responses import json_response
-from domain.errors import GatewayError, InternalServerError
-from domain.redaction import redact
+from moneta.api.responses import json_response
+from moneta.domain.errors import GatewayError, InternalServerError
+from moneta.domain.redaction import redact
 
 log = logging.getLogger("moneta.api")
 

@@ -11,10 +11,10 @@ import multiprocessing
 import signal
 import threading
 
-from infrastructure.event_store import StoreLocation
-from projections.queries import SpendQueries
-from projections.runner import ProjectionRunner
-from projections.view_store import ViewStore
+from moneta.infrastructure.event_store import StoreLocation
+from moneta.projections.queries import SpendQueries
+from moneta.projections.runner import ProjectionRunner
+from moneta.projections.view_store import ViewStore
 
 log = logging.getLogger("moneta.projections")
 

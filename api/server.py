@@ -5,10 +5,10 @@ from typing import Awaitable, Callable
 
 from fastapi import FastAPI
 
-from api.app import create_app
-from api.read_side import SpendViews
-from application.bootstrap import build, environment, load_gateway_config
-from infrastructure.health_checks import background_health_checks
+from moneta.api.app import create_app
+from moneta.api.read_side import SpendViews
+from moneta.application.bootstrap import build, environment, load_gateway_config
+from moneta.infrastructure.health_checks import background_health_checks
 
 
 def app_from_environment() -> FastAPI:

@@ -1,6 +1,6 @@
 """Use cases, ports and the library facade.
 
-    from application import completion
+    from moneta.application import completion
     completion(model="mock/demo", messages=[{"role": "user", "content": "hi"}])
 """
 from importlib import import_module
@@ -9,9 +9,9 @@ from typing import Any
 # Public name -> the module that defines it.
 _FACADE = {
     **dict.fromkeys(("completion", "acompletion", "text_completion", "atext_completion", "embedding", "aembedding",
-                     "transcription", "atranscription"), "application.facade"),
-    **dict.fromkeys(("completion_cost", "cost_per_token"), "application.cost"),
-    "token_counter": "application.tokens",
+                     "transcription", "atranscription"), "moneta.application.facade"),
+    **dict.fromkeys(("completion_cost", "cost_per_token"), "moneta.application.cost"),
+    "token_counter": "moneta.application.tokens",
 }
 
 

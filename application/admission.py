@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from application.ports import Ledger
-from domain.request_record import RequestRecord
+from moneta.application.ports import Ledger
+from moneta.domain.request_record import RequestRecord
 
 ADMISSION_WRITE_DELAY_S = 0.005
 

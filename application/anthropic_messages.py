@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from domain.errors import BadRequestError
+from moneta.domain.errors import BadRequestError
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}

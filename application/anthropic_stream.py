@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from application.anthropic_messages import anthropic_usage, stop_reason
+from moneta.application.anthropic_messages import anthropic_usage, stop_reason
 
 Event = dict[str, Any]
 

@@ -11,13 +11,13 @@ import asyncio
 import time
 from typing import Any, Awaitable, Callable
 
-from application.config import Deployment
-from application.routing import DeploymentRouter, Route
-from domain.errors import GatewayError, InternalServerError, ModelNotFoundError
-from domain.errors import TimeoutError as UpstreamTimeout
-from domain.failure_kinds import is_transient
-from domain.redaction import redact
-from domain.request_record import RequestRecord
+from moneta.application.config import Deployment
+from moneta.application.routing import DeploymentRouter, Route
+from moneta.domain.errors import GatewayError, InternalServerError, ModelNotFoundError
+from moneta.domain.errors import TimeoutError as UpstreamTimeout
+from moneta.domain.failure_kinds import is_transient
+from moneta.domain.redaction import redact
+from moneta.domain.request_record import RequestRecord
 
 MAX_ATTEMPTS = 25
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Mapping
 
-from application.config import Deployment, GatewayConfig
-from application.gateway import Gateway
-from application.ports import PriceBook, Tokenizer
-from application.routing import DeploymentRouter, HealthJournal
+from moneta.application.config import Deployment, GatewayConfig
+from moneta.application.gateway import Gateway
+from moneta.application.ports import PriceBook, Tokenizer
+from moneta.application.routing import DeploymentRouter, HealthJournal
 
 
 @dataclass
@@ -30,8 +30,8 @@ class Container:
     def gateway_for(self, deployment: Deployment) -> Gateway:
         """A gateway over one ad-hoc deployment (library calls that name `provider/model`)."""
         config = replace(self.config, deployments=(deployment,))
-        from infrastructure.cooldowns_in_process import InProcessCooldownStore
-        from infrastructure.usage_in_process import InProcessUsageMeter
+        from moneta.infrastructure.cooldowns_in_process import InProcessCooldownStore
+        from moneta.infrastructure.usage_in_process import InProcessUsageMeter
 
         router = DeploymentRouter(config, InProcessCooldownStore(), InProcessUsageMeter())
         return Gateway(config, router, self.providers, self.ledger, self.prices,  # type: ignore[arg-type]
@@ -48,8 +48,8 @@ def environment() -> dict[str, str]:
 
 def load_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> GatewayConfig:
     """The config file if one is named (argument or MONETA_CONFIG), else the embedded default."""
-    from infrastructure.config_loader import load_config, parse_config
-    from infrastructure.default_config import DEFAULT_CONFIG
+    from moneta.infrastructure.config_loader import load_config, parse_config
+    from moneta.infrastructure.default_config import DEFAULT_CONFIG
 
     path = config_path or environ.get("MONETA_CONFIG")
     return load_config(path, environ) if path else parse_config(DEFAULT_CONFIG, environ)
@@ -58,7 +58,7 @@ def load_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> 
 @cache
 def price_book() -> PriceBook:
     """The prices alone, for cost questions that need no ledger (`completion_cost()`)."""
-    from infrastructure.pricing import PriceTable
+    from moneta.infrastructure.pricing import PriceTable
 
     return PriceTable()
 
@@ -66,18 +66,18 @@ def price_book() -> PriceBook:
 @cache
 def tokenizer() -> Tokenizer:
     """The tokenizer alone, for `token_counter()`."""
-    from infrastructure.tokenizer import TiktokenCounter
+    from moneta.infrastructure.tokenizer import TiktokenCounter
 
     return TiktokenCounter()
 
 
 def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, migrate: bool = False) -> Container:
-    from infrastructure.event_store import StoreLocation
-    from infrastructure.event_store import migrate as migrate_store
-    from infrastructure.group_commit import GroupCommitLedger
-    from infrastructure.pricing import PriceTable
-    from infrastructure.providers.registry import default_providers
-    from infrastructure.tokenizer import TiktokenCounter
+    from moneta.infrastructure.event_store import StoreLocation
+    from moneta.infrastructure.event_store import migrate as migrate_store
+    from moneta.infrastructure.group_commit import GroupCommitLedger
+    from moneta.infrastructure.pricing import PriceTable
+    from moneta.infrastructure.providers.registry import default_providers
+    from moneta.infrastructure.tokenizer import TiktokenCounter
 
     environ = dict(environ if environ is not None else environment())
     location = StoreLocation.from_url(config.database_url)
@@ -94,11 +94,11 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
 
 def _router(config: GatewayConfig, ledger: object, tokenizer: object, prices: object) -> DeploymentRouter:
     """Cooldowns and usage shared through Redis when one is configured, else kept in this process."""
-    from infrastructure.aggregate_reader import EventStoreReader
-    from infrastructure.cooldowns_in_process import InProcessCooldownStore
-    from infrastructure.cooldowns_redis import RedisCooldownStore
-    from infrastructure.usage_in_process import InProcessUsageMeter
-    from infrastructure.usage_redis import RedisUsageMeter
+    from moneta.infrastructure.aggregate_reader import EventStoreReader
+    from moneta.infrastructure.cooldowns_in_process import InProcessCooldownStore
+    from moneta.infrastructure.cooldowns_redis import RedisCooldownStore
+    from moneta.infrastructure.usage_in_process import InProcessUsageMeter
+    from moneta.infrastructure.usage_redis import RedisUsageMeter
 
     store = RedisCooldownStore(config.redis_url) if config.redis_url else InProcessCooldownStore()
     usage = RedisUsageMeter(config.redis_url) if config.redis_url else InProcessUsageMeter()

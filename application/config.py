@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.pricing import TokenPrice
+from moneta.domain.pricing import TokenPrice
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Mapping
 
-from application import bootstrap
-from application.config import Deployment
-from domain.model_ref import ModelRef
-from domain.pricing import TokenPrice, to_decimal
-from domain.usage import Usage
+from moneta.application import bootstrap
+from moneta.application.config import Deployment
+from moneta.domain.model_ref import ModelRef
+from moneta.domain.pricing import TokenPrice, to_decimal
+from moneta.domain.usage import Usage
 
 
 def cost_per_token(

@@ -14,19 +14,19 @@ import threading
 import uuid
 from typing import Any, AsyncIterator, BinaryIO, Iterator
 
-from application import validation
-from application.bootstrap import Container, build, environment, load_gateway_config
-from application.config import Deployment
-from application.gateway import Caller, Gateway
-from application.ports import AudioFile
-from application.results import (
+from moneta.application import validation
+from moneta.application.bootstrap import Container, build, environment, load_gateway_config
+from moneta.application.config import Deployment
+from moneta.application.gateway import Caller, Gateway
+from moneta.application.ports import AudioFile
+from moneta.application.results import (
     EmbeddingResponse,
     ModelResponse,
     ModelResponseChunk,
     TranscriptionResponse,
 )
-from domain.model_ref import ModelRef
-from domain.pricing import TokenPrice, to_decimal
+from moneta.domain.model_ref import ModelRef
+from moneta.domain.pricing import TokenPrice, to_decimal
 
 # Call arguments that configure the call rather than travel in the request body.
 _CALL_SETTINGS = {"api_key", "api_base", "base_url", "api_version", "timeout", "stream_timeout",

@@ -12,22 +12,22 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable
 from uuid import UUID
 
-from application.admission import Admission
-from application.attempts import Attempts, first_route, route_decision
-from application.config import Deployment, GatewayConfig
-from application.ports import (
+from moneta.application.admission import Admission
+from moneta.application.attempts import Attempts, first_route, route_decision
+from moneta.application.config import Deployment, GatewayConfig
+from moneta.application.ports import (
     AudioFile,
     Ledger,
     PriceBook,
     ProviderRegistry,
     Tokenizer,
 )
-from application.routing import DeploymentRouter, Route
-from application.streaming import StreamTally
-from domain.errors import GatewayError
-from domain.redaction import redact
-from domain.request_record import RequestRecord
-from domain.usage import Usage
+from moneta.application.routing import DeploymentRouter, Route
+from moneta.application.streaming import StreamTally
+from moneta.domain.errors import GatewayError
+from moneta.domain.redaction import redact
+from moneta.domain.request_record import RequestRecord
+from moneta.domain.usage import Usage
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Any, AsyncIterator, Mapping, Protocol, Sequence
 from uuid import UUID
 
-from application.config import Deployment
-from domain.pricing import CostQuote
-from domain.request_record import RequestRecord
-from domain.usage import Usage
+from moneta.application.config import Deployment
+from moneta.domain.pricing import CostQuote
+from moneta.domain.request_record import RequestRecord
+from moneta.domain.usage import Usage
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from application.ports import Tokenizer
-from domain.usage import Usage
+from moneta.application.ports import Tokenizer
+from moneta.domain.usage import Usage
 
 
 @dataclass

@@ -12,10 +12,10 @@ from typing import Any, Protocol, Sequence
 
 import orjson
 
-from application import bootstrap
-from application.config import GatewayConfig
-from application.ports import Tokenizer
-from domain.errors import BadRequestError
+from moneta.application import bootstrap
+from moneta.application.config import GatewayConfig
+from moneta.application.ports import Tokenizer
+from moneta.domain.errors import BadRequestError
 
 
 class EncodingTokenizer(Tokenizer, Protocol):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.errors import BadRequestError
+from moneta.domain.errors import BadRequestError
 
 _NUMBER = (int, float)
 _CHAT_ROLES = {"system", "user", "assistant", "tool", "function", "developer"}

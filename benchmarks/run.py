@@ -235,9 +235,9 @@ class Ledger:
 def commit_latency(url: str, commits: int) -> dict[str, float]:
     """One `app.save()` of one RequestRecord (Admitted + Completed), one at a time: one commit each."""
     sys.path.insert(0, str(ROOT))
-    from domain.request_record import RequestRecord
-    from domain.usage import Usage
-    from infrastructure.event_store import StoreLocation
+    from moneta.domain.request_record import RequestRecord
+    from moneta.domain.usage import Usage
+    from moneta.infrastructure.event_store import StoreLocation
 
     app = StoreLocation.from_url(url).open()
     timings = []

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from domain.errors import GatewayError
-from domain.failure_kinds import failure_kind
+from moneta.domain.errors import GatewayError
+from moneta.domain.failure_kinds import failure_kind
 
 IMMEDIATE_STATUSES = frozenset({401, 404, 408, 429})
 MAX_COOLDOWN_S = 300.0

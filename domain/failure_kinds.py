@@ -1,7 +1,7 @@
 """The error kinds LiteLLM's `retry_policy` and `allowed_fails_policy` are keyed by."""
 from __future__ import annotations
 
-from domain.errors import (
+from moneta.domain.errors import (
     AuthenticationError,
     BadRequestError,
     ContentPolicyViolationError,

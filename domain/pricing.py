@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from domain.usage import Usage
+from moneta.domain.usage import Usage
 
 ZERO = Decimal(0)
 

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.usage import Usage
+from moneta.domain.usage import Usage
 
 
 class RequestRecord(Aggregate):

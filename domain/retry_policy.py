@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from domain.errors import GatewayError
-from domain.failure_kinds import failure_kind, is_transient
+from moneta.domain.errors import GatewayError
+from moneta.domain.failure_kinds import failure_kind, is_transient
 
 FIRST_BACKOFF_S = 0.5
 

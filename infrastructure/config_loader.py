@@ -14,9 +14,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from application.config import Deployment, GatewayConfig
-from domain.model_ref import ModelRef
-from domain.pricing import TokenPrice, to_decimal
+from moneta.application.config import Deployment, GatewayConfig
+from moneta.domain.model_ref import ModelRef
+from moneta.domain.pricing import TokenPrice, to_decimal
 
 log = logging.getLogger("moneta.config")
 

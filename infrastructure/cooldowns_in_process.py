@@ -6,7 +6,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from application.ports import CooldownState
+from moneta.application.ports import CooldownState
 
 
 class InProcessCooldownStore:

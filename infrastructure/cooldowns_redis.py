@@ -16,7 +16,7 @@ from typing import Callable
 
 import redis
 
-from application.ports import CooldownState
+from moneta.application.ports import CooldownState
 
 log = logging.getLogger("moneta.router")
 

@@ -10,10 +10,15 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 from eventsourcing.application import Application
+from eventsourcing.utils import register_topic
+
+import moneta.domain
 
 APP_NAME = "moneta"  # names the tables: moneta_events
 DEFAULT_SQLITE_FILE = "moneta.db"
 _MIGRATE_LOCK_ID = 0x6D6F6E657461  # "moneta"
+# Ledgers written before the layers moved under `moneta` name their events `domain.<module>:...`.
+register_topic("domain", moneta.domain)
 
 
 class LedgerApplication(Application):

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 
-from domain.errors import LedgerUnavailableError
+from moneta.domain.errors import LedgerUnavailableError
 
 log = logging.getLogger("moneta.ledger")
 

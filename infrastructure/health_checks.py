@@ -13,9 +13,9 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from application.attempts import as_gateway_error
-from application.config import Deployment, GatewayConfig
-from application.gateway import Gateway
+from moneta.application.attempts import as_gateway_error
+from moneta.application.config import Deployment, GatewayConfig
+from moneta.application.gateway import Gateway
 
 log = logging.getLogger("moneta.health_checks")
 DEFAULT_INTERVAL_S = 300.0

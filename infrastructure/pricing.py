@@ -8,10 +8,10 @@ from functools import lru_cache
 
 import genai_prices
 
-from application.config import Deployment
-from domain.errors import BadRequestError
-from domain.pricing import CostQuote, TokenPrice
-from domain.usage import Usage
+from moneta.application.config import Deployment
+from moneta.domain.errors import BadRequestError
+from moneta.domain.pricing import CostQuote, TokenPrice
+from moneta.domain.usage import Usage
 
 GENAI_PRICES_SOURCE = f"genai-prices {genai_prices.__version__}"
 

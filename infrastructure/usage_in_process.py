@@ -5,7 +5,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from domain.routing_strategies import fits_limits
+from moneta.domain.routing_strategies import fits_limits
 
 
 class InProcessUsageMeter:

@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 
 import redis
 
-from infrastructure.cooldowns_redis import PREFIX
-from infrastructure.usage_in_process import InProcessUsageMeter
+from moneta.infrastructure.cooldowns_redis import PREFIX
+from moneta.infrastructure.usage_in_process import InProcessUsageMeter
 
 log = logging.getLogger("moneta.router")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from domain.deployment_health import DeploymentHealth
-from domain.request_record import RequestRecord
-from projections.view_store import ViewCursor, ViewStore, as_datetime
+from moneta.domain.deployment_health import DeploymentHealth
+from moneta.domain.request_record import RequestRecord
+from moneta.projections.view_store import ViewCursor, ViewStore, as_datetime
 
 PERCENTILES = (50, 90, 99)
 _BUCKETS_PER_DOUBLING = 4

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from domain.redaction import key_hash
-from projections.usage_report import COUNTERS
-from projections.view_store import ViewStore, as_datetime, as_decimal
+from moneta.domain.redaction import key_hash
+from moneta.projections.usage_report import COUNTERS
+from moneta.projections.view_store import ViewStore, as_datetime, as_decimal
 
 MAX_PAGE_SIZE = 1000
 REPORT_GROUPS = {"model": ("models", "model"), "api_key": ("api_keys", "api_key"), "customer": ("customers", "end_user")}

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from eventsourcing.application import Application
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import resolve_topic
 
-from projections import deployment_health, spend_log, tracking, usage_report
-from projections.view_store import ViewStore
+from moneta.projections import deployment_health, spend_log, tracking, usage_report
+from moneta.projections.view_store import ViewStore
 
 log = logging.getLogger("moneta.projections")
 
@@ -47,7 +47,7 @@ class ProjectionRunner:
         self.name = name
         self.views = tuple(views)
         self.page_size = page_size
-        self._topics = {get_topic(cls) for view in self.views for cls in view.EVENT_TYPES}
+        self._types = {cls for view in self.views for cls in view.EVENT_TYPES}
         self._stopping = threading.Event()
         interval = poll_interval_s or (1.0 if listen_dsn else 0.05)
         self._waker = _Listen(listen_dsn, channel, interval) if listen_dsn else _Poll(interval, self._stopping)
@@ -101,7 +101,7 @@ class ProjectionRunner:
             start = tracking.lock(cur, self.name)
             notifications = self.app.recorder.select_notifications(start, self.page_size, inclusive_of_start=False)
             for notification in notifications:
-                if notification.topic in self._topics:
+                if resolve_topic(notification.topic) in self._types:
                     event = self.app.mapper.to_domain_event(notification)
                     for view in self.views:
                         view.apply(cur, event)

@@ -10,8 +10,8 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from domain.request_record import RequestRecord
-from projections.view_store import ViewCursor, as_datetime
+from moneta.domain.request_record import RequestRecord
+from moneta.projections.view_store import ViewCursor, as_datetime
 
 TABLES = ("spend_logs",)
 DDL = (

@@ -1,7 +1,7 @@
 """How far each projection has read the notification log, kept in the views' own database."""
 from __future__ import annotations
 
-from projections.view_store import ViewCursor
+from moneta.projections.view_store import ViewCursor
 
 DDL = ("CREATE TABLE IF NOT EXISTS projection_tracking (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.request_record import RequestRecord
-from projections.view_store import ViewCursor, as_datetime
+from moneta.domain.request_record import RequestRecord
+from moneta.projections.view_store import ViewCursor, as_datetime
 
 TABLES = ("usage_daily",)
 DDL = (

@@ -14,9 +14,9 @@ from uuid import UUID
 import uvicorn
 from fastapi import APIRouter
 
-from api.app import create_app
-from application.bootstrap import build
-from infrastructure.config_loader import parse_config
+from moneta.api.app import create_app
+from moneta.application.bootstrap import build
+from moneta.infrastructure.config_loader import parse_config
 from tests.live_server import free_port
 
 

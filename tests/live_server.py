@@ -42,7 +42,7 @@ class LiveServer:
         self.port = free_port()
         env = {**os.environ, **self.env}
         env.pop("MONETA_CONFIG", None)
-        command = [sys.executable, "-m", "api.cli", "serve", "--config", str(self.config_path),
+        command = [sys.executable, "-m", "moneta.api.cli", "serve", "--config", str(self.config_path),
                    "--port", str(self.port), "--workers", str(self.workers), "--log-level", "warning"]
         self.process = subprocess.Popen(command, cwd=self.workdir, env=env, stdout=open(self.log_path, "ab"),
                                         stderr=subprocess.STDOUT, start_new_session=True)

@@ -12,9 +12,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from api.routes import anthropic as anthropic_routes
-from application.anthropic_messages import to_anthropic_message, to_openai_chat
-from application.anthropic_stream import AnthropicStream
+from moneta.api.routes import anthropic as anthropic_routes
+from moneta.application.anthropic_messages import to_anthropic_message, to_openai_chat
+from moneta.application.anthropic_stream import AnthropicStream
 from tests.fake_openai import FakeOpenAI, _send
 from tests.inprocess_gateway import InProcessGateway
 
@@ -210,7 +210,7 @@ def test_raw_sse_events_follow_anthropics_format(server):
 
 
 def test_count_tokens_uses_the_deployments_encoding(client):
-    from infrastructure.tokenizer import encoding
+    from moneta.infrastructure.tokenizer import encoding
 
     o200k = encoding("o200k_base")
     counted = client.messages.count_tokens(model="gpt-upstream", system="Be terse.",

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from infrastructure.config_loader import ConfigError, load_config, parse_config
+from moneta.infrastructure.config_loader import ConfigError, load_config, parse_config
 
 LITELLM_FILE = """
 model_list:
@@ -127,7 +127,7 @@ def test_invalid_yaml_is_refused(tmp_path):
 
 def test_serve_stops_on_an_invalid_file_with_the_key_in_the_message(tmp_path):
     path = _write(tmp_path, yaml.safe_dump({"model_list": [{"model_name": "x", "litellm_params": {"rpm": 1}}]}))
-    result = subprocess.run([sys.executable, "-m", "api.cli", "serve", "--config", str(path)],
+    result = subprocess.run([sys.executable, "-m", "moneta.api.cli", "serve", "--config", str(path)],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode != 0
     assert "model_list[0].litellm_params.model" in result.stderr

@@ -47,7 +47,7 @@ HEADERS = {"Authorization": f"Bearer {MASTER_KEY}"}
 # answers as soon as a record is queued, and the writer commits 300 ms later.
 ACK_BEFORE_COMMIT = '''
 import asyncio, time
-from infrastructure.group_commit import GroupCommitLedger
+from moneta.infrastructure.group_commit import GroupCommitLedger
 
 _record, _commit = GroupCommitLedger.record, GroupCommitLedger._commit
 
@@ -124,7 +124,7 @@ def _ledger_view(ledger_url: str, request_ids: set[str]) -> tuple[dict[str, list
     """Each id's events (topic, state) as the ledger holds them, and what is wrong with them."""
     from eventsourcing.application import AggregateNotFoundError
 
-    from infrastructure.event_store import StoreLocation
+    from moneta.infrastructure.event_store import StoreLocation
 
     app = StoreLocation.from_url(ledger_url).open()
     view: dict[str, list[tuple[str, dict]]] = {}

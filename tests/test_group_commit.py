@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import pytest
 
-from domain.errors import LedgerUnavailableError
-from domain.request_record import RequestRecord
-from domain.usage import Usage
-from infrastructure.event_store import StoreLocation, migrate
-from infrastructure.group_commit import GroupCommitLedger
+from moneta.domain.errors import LedgerUnavailableError
+from moneta.domain.request_record import RequestRecord
+from moneta.domain.usage import Usage
+from moneta.infrastructure.event_store import StoreLocation, migrate
+from moneta.infrastructure.group_commit import GroupCommitLedger
 
 
 def _completed_record() -> RequestRecord:

@@ -11,7 +11,7 @@ from tests.fake_openai import FakeOpenAI
 
 SCRIPT = textwrap.dedent("""
     import asyncio, json, sys, uuid
-    from application import completion, acompletion, embedding, aembedding, transcription, text_completion
+    from moneta.application import completion, acompletion, embedding, aembedding, transcription, text_completion
 
     out = {}
     r = completion(model="mock/demo", messages=[{"role": "user", "content": "two words"}])
@@ -38,7 +38,7 @@ SCRIPT = textwrap.dedent("""
     except Exception as e:
         out["error"] = [type(e).__name__, e.status_code, e.param]
     out["web_framework_loaded"] = any(m in sys.modules for m in ("fastapi", "starlette", "uvicorn"))
-    from infrastructure.event_store import StoreLocation
+    from moneta.infrastructure.event_store import StoreLocation
     app = StoreLocation.from_url(None).open()
     out["ledger_events"] = app.recorder.max_notification_id()
     print(json.dumps(out))

@@ -10,15 +10,15 @@ from decimal import Decimal
 
 import pytest
 
-from domain.redaction import key_hash
-from domain.request_record import RequestRecord
-from domain.usage import Usage
-from infrastructure.event_store import StoreLocation, migrate
-from infrastructure.group_commit import GroupCommitLedger
-from projections import spend_log
-from projections.queries import SpendQueries
-from projections.runner import ProjectionRunner
-from projections.view_store import ViewStore
+from moneta.domain.redaction import key_hash
+from moneta.domain.request_record import RequestRecord
+from moneta.domain.usage import Usage
+from moneta.infrastructure.event_store import StoreLocation, migrate
+from moneta.infrastructure.group_commit import GroupCommitLedger
+from moneta.projections import spend_log
+from moneta.projections.queries import SpendQueries
+from moneta.projections.runner import ProjectionRunner
+from moneta.projections.view_store import ViewStore
 
 TINY = Decimal("0.000000000000000001")  # below float resolution: a float anywhere loses it
 

@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from domain.request_record import RequestRecord
-from infrastructure.event_store import StoreLocation
+from moneta.domain.request_record import RequestRecord
+from moneta.infrastructure.event_store import StoreLocation
 from tests import services
 from tests.fake_openai import FakeOpenAI
 from tests.live_server import LiveServer

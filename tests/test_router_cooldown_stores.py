@@ -5,9 +5,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from domain.deployment_health import DeploymentHealth, health_id
-from infrastructure.cooldowns_in_process import InProcessCooldownStore
-from infrastructure.cooldowns_redis import COOLDOWNS, RedisCooldownStore
+from moneta.domain.deployment_health import DeploymentHealth, health_id
+from moneta.infrastructure.cooldowns_in_process import InProcessCooldownStore
+from moneta.infrastructure.cooldowns_redis import COOLDOWNS, RedisCooldownStore
 
 
 class Clock:

@@ -11,13 +11,13 @@ from typing import Any, AsyncIterator, Iterator
 
 import pytest
 
-from application.attempts import MAX_ATTEMPTS
-from application.bootstrap import Container, build
-from application.gateway import Caller
-from domain.deployment_health import health_id
-from domain.errors import GatewayError
-from infrastructure.config_loader import parse_config
-from infrastructure.http_session import close_session
+from moneta.application.attempts import MAX_ATTEMPTS
+from moneta.application.bootstrap import Container, build
+from moneta.application.gateway import Caller
+from moneta.domain.deployment_health import health_id
+from moneta.domain.errors import GatewayError
+from moneta.infrastructure.config_loader import parse_config
+from moneta.infrastructure.http_session import close_session
 from tests.fake_openai import FakeOpenAI
 
 HELLO = [{"role": "user", "content": "hello there"}]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from application.bootstrap import build
-from infrastructure.config_loader import parse_config
-from infrastructure.health_checks import background_health_checks
+from moneta.application.bootstrap import build
+from moneta.infrastructure.config_loader import parse_config
+from moneta.infrastructure.health_checks import background_health_checks
 
 MODELS = [
     {"model_name": "g", "model_info": {"id": "dead"},

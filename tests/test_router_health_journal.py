@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from application.config import Deployment
-from application.routing import HealthJournal
-from domain.deployment_health import DeploymentHealth, health_id
-from domain.errors import RateLimitError
-from infrastructure.aggregate_reader import EventStoreReader
-from infrastructure.event_store import StoreLocation, migrate
-from infrastructure.group_commit import GroupCommitLedger
+from moneta.application.config import Deployment
+from moneta.application.routing import HealthJournal
+from moneta.domain.deployment_health import DeploymentHealth, health_id
+from moneta.domain.errors import RateLimitError
+from moneta.infrastructure.aggregate_reader import EventStoreReader
+from moneta.infrastructure.event_store import StoreLocation, migrate
+from moneta.infrastructure.group_commit import GroupCommitLedger
 
 DEPLOYMENT = Deployment(id="d1", model_name="g", provider="mock", provider_model="m")
 

@@ -8,15 +8,15 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.routes.deployment_health import router as health_router
-from application.bootstrap import Container, build
-from application.gateway import Caller
-from domain.errors import GatewayError
-from infrastructure.config_loader import parse_config
-from projections import deployment_health
-from projections.queries import SpendQueries
-from projections.runner import ProjectionRunner
-from projections.view_store import ViewStore
+from moneta.api.routes.deployment_health import router as health_router
+from moneta.application.bootstrap import Container, build
+from moneta.application.gateway import Caller
+from moneta.domain.errors import GatewayError
+from moneta.infrastructure.config_loader import parse_config
+from moneta.projections import deployment_health
+from moneta.projections.queries import SpendQueries
+from moneta.projections.runner import ProjectionRunner
+from moneta.projections.view_store import ViewStore
 
 MODELS = [
     {"model_name": "g", "model_info": {"id": "steady"}, "litellm_params": {"model": "mock/steady", "order": 2}},

@@ -8,9 +8,9 @@ import httpx
 import pytest
 import redis
 
-from domain.deployment_health import health_id
-from infrastructure.cooldowns_redis import CACHE_S, COOLDOWNS
-from infrastructure.event_store import StoreLocation
+from moneta.domain.deployment_health import health_id
+from moneta.infrastructure.cooldowns_redis import CACHE_S, COOLDOWNS
+from moneta.infrastructure.event_store import StoreLocation
 from tests.fake_openai import FakeOpenAI
 from tests.live_server import LiveServer
 

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from application.routing import RouterSettings
-from domain import routing_strategies as s
-from domain.cooldown_policy import CooldownPolicy
-from domain.errors import (
+from moneta.application.routing import RouterSettings
+from moneta.domain import routing_strategies as s
+from moneta.domain.cooldown_policy import CooldownPolicy
+from moneta.domain.errors import (
     AuthenticationError,
     BadRequestError,
     ContentPolicyViolationError,
@@ -19,9 +19,9 @@ from domain.errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
-from domain.failure_kinds import failure_kind, policy_table
-from domain.retry_policy import RetryPolicy
-from infrastructure.config_loader import parse_config
+from moneta.domain.failure_kinds import failure_kind, policy_table
+from moneta.domain.retry_policy import RetryPolicy
+from moneta.infrastructure.config_loader import parse_config
 
 
 def picks(strategy, candidates, n=4000, **kwargs) -> Counter:

@@ -7,8 +7,8 @@ import logging
 import pytest
 import redis
 
-from infrastructure.usage_in_process import InProcessUsageMeter
-from infrastructure.usage_redis import USAGE_TTL_S, RedisUsageMeter, usage_key
+from moneta.infrastructure.usage_in_process import InProcessUsageMeter
+from moneta.infrastructure.usage_redis import USAGE_TTL_S, RedisUsageMeter, usage_key
 
 
 class Clock:

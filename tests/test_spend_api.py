@@ -8,8 +8,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.routes.spend import router
-from domain.redaction import key_hash
+from moneta.api.routes.spend import router
+from moneta.domain.redaction import key_hash
 from tests.test_projections import TINY, World
 
 

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import yaml
 
-from api.routes import utils as utils_routes
-from application import completion_cost, cost_per_token, token_counter
-from domain.errors import BadRequestError
+from moneta.api.routes import utils as utils_routes
+from moneta.application import completion_cost, cost_per_token, token_counter
+from moneta.domain.errors import BadRequestError
 from tests.fake_openai import FakeOpenAI
 from tests.inprocess_gateway import InProcessGateway
 
@@ -28,7 +28,7 @@ MIXED_TEXT = "Moneta counts tokens: naïve café, 東京の天気は晴れです
 # -- tokens ----------------------------------------------------------------------------------
 
 def test_shipped_encodings_match_openais_token_ids():
-    from infrastructure.tokenizer import encoding
+    from moneta.infrastructure.tokenizer import encoding
 
     assert encoding("o200k_base").encode("hello world") == [24912, 2375]
     assert encoding("cl100k_base").encode("hello world") == [15339, 1917]
@@ -68,7 +68,7 @@ def test_counting_works_offline_without_a_tiktoken_cache(tmp_path):
         real_read = tiktoken.load.read_file
         tiktoken.load.read_file = lambda path: real_read(path) if "://" not in path else no_network()
 
-        from application import token_counter
+        from moneta.application import token_counter
         print(token_counter(model="gpt-4o", text="hello world"), token_counter(model="gpt-4", text="hello world"))
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}

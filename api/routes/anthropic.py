@@ -16,16 +16,16 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
-from api.auth import authenticate
-from api.body import parse_json, read_body
-from api.responses import json_response
-from application import validation
-from application.anthropic_messages import to_anthropic_message, to_openai_chat, validate_request
-from application.anthropic_stream import AnthropicStream
-from application.gateway import Caller, Gateway
-from application.tokens import prompt_tokens
-from domain.errors import GatewayError, InternalServerError, ModelNotFoundError
-from domain.redaction import redact
+from moneta.api.auth import authenticate
+from moneta.api.body import parse_json, read_body
+from moneta.api.responses import json_response
+from moneta.application import validation
+from moneta.application.anthropic_messages import to_anthropic_message, to_openai_chat, validate_request
+from moneta.application.anthropic_stream import AnthropicStream
+from moneta.application.gateway import Caller, Gateway
+from moneta.application.tokens import prompt_tokens
+from moneta.domain.errors import GatewayError, InternalServerError, ModelNotFoundError
+from moneta.domain.redaction import redact
 
 log = logging.getLogger("moneta.api")
 

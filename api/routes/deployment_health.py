@@ -11,9 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.responses import json_response
-from application.config import Deployment
-from projections.deployment_health import deployment_health
+from moneta.api.responses import json_response
+from moneta.application.config import Deployment
+from moneta.projections.deployment_health import deployment_health
 
 router = APIRouter(tags=["health"])
 _VIEW_FIELDS = ("success_count", "failure_count", "cooldown_count", "last_error_type", "last_status_code",

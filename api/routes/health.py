@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.responses import json_response
+from moneta.api.responses import json_response
 
 router = APIRouter()
 

@@ -8,13 +8,13 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from api.auth import authenticate
-from api.body import check_declared_size, parse_json, read_body
-from api.responses import json_response
-from application import validation
-from application.gateway import Caller, Gateway
-from application.ports import AudioFile
-from domain.errors import BadRequestError, GatewayError
+from moneta.api.auth import authenticate
+from moneta.api.body import check_declared_size, parse_json, read_body
+from moneta.api.responses import json_response
+from moneta.application import validation
+from moneta.application.gateway import Caller, Gateway
+from moneta.application.ports import AudioFile
+from moneta.domain.errors import BadRequestError, GatewayError
 
 router = APIRouter()
 

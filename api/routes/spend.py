@@ -14,7 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from projections.queries import MAX_PAGE_SIZE, SpendLogPage, SpendQueries
+from moneta.projections.queries import MAX_PAGE_SIZE, SpendLogPage, SpendQueries
 
 router = APIRouter(tags=["spend"])
 

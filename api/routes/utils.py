@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from api.auth import authenticate
-from api.body import parse_json, read_body
-from api.responses import json_response
-from application import validation
-from application.tokens import count_tokens, provider_model
+from moneta.api.auth import authenticate
+from moneta.api.body import parse_json, read_body
+from moneta.api.responses import json_response
+from moneta.application import validation
+from moneta.application.tokens import count_tokens, provider_model
 
 router = APIRouter()
 

@@ -1,6 +1,6 @@
 """Routing across the deployments of a model group: strategies, cooldowns, health events."""
-from application.routing.health_journal import HealthJournal
-from application.routing.router import DeploymentRouter, Route
-from application.routing.settings import RouterSettings
+from moneta.application.routing.health_journal import HealthJournal
+from moneta.application.routing.router import DeploymentRouter, Route
+from moneta.application.routing.settings import RouterSettings
 
 __all__ = ["DeploymentRouter", "HealthJournal", "Route", "RouterSettings"]

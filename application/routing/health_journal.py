@@ -11,10 +11,10 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Callable
 
-from application.config import Deployment
-from application.ports import AggregateReader, Ledger
-from domain.deployment_health import DeploymentHealth, health_id
-from domain.errors import GatewayError
+from moneta.application.config import Deployment
+from moneta.application.ports import AggregateReader, Ledger
+from moneta.domain.deployment_health import DeploymentHealth, health_id
+from moneta.domain.errors import GatewayError
 
 log = logging.getLogger("moneta.router")
 _TRIES = 3  # a version conflict means another worker appended meanwhile: read again

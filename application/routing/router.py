@@ -20,15 +20,15 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
-from application.config import Deployment, GatewayConfig
-from application.ports import CooldownStore, PriceBook, Tokenizer, UsageMeter
-from application.routing.health_journal import HealthJournal
-from application.routing.live_stats import LiveStats
-from application.routing.settings import RouterSettings
-from domain import routing_strategies as strategies
-from domain.errors import ContextWindowExceededError, GatewayError, ModelNotFoundError, RateLimitError
-from domain.failure_kinds import failure_kind
-from domain.usage import Usage
+from moneta.application.config import Deployment, GatewayConfig
+from moneta.application.ports import CooldownStore, PriceBook, Tokenizer, UsageMeter
+from moneta.application.routing.health_journal import HealthJournal
+from moneta.application.routing.live_stats import LiveStats
+from moneta.application.routing.settings import RouterSettings
+from moneta.domain import routing_strategies as strategies
+from moneta.domain.errors import ContextWindowExceededError, GatewayError, ModelNotFoundError, RateLimitError
+from moneta.domain.failure_kinds import failure_kind
+from moneta.domain.usage import Usage
 
 _PRICE_PROBE = Usage(prompt_tokens=1000, completion_tokens=1000)
 

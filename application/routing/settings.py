@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from application.config import Deployment, GatewayConfig
-from domain.cooldown_policy import CooldownPolicy
-from domain.errors import BadRequestError, ContentPolicyViolationError, ContextWindowExceededError, GatewayError
-from domain.failure_kinds import policy_table
-from domain.retry_policy import RetryPolicy
-from domain.routing_strategies import ALIASES, STRATEGIES
+from moneta.application.config import Deployment, GatewayConfig
+from moneta.domain.cooldown_policy import CooldownPolicy
+from moneta.domain.errors import BadRequestError, ContentPolicyViolationError, ContextWindowExceededError, GatewayError
+from moneta.domain.failure_kinds import policy_table
+from moneta.domain.retry_policy import RetryPolicy
+from moneta.domain.routing_strategies import ALIASES, STRATEGIES
 
 _Fallbacks = Mapping[str, tuple[str, ...]]
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import aiohttp
 
-from application.config import Deployment
-from application.ports import AudioFile
-from domain import errors
-from infrastructure.providers.http_errors import retry_after_seconds
-from infrastructure.providers.openai_compatible import (
+from moneta.application.config import Deployment
+from moneta.application.ports import AudioFile
+from moneta.domain import errors
+from moneta.infrastructure.providers.http_errors import retry_after_seconds
+from moneta.infrastructure.providers.openai_compatible import (
     DEFAULT_TIMEOUT_S,
     error_body,
     extra_headers,
@@ -19,16 +19,16 @@ from infrastructure.providers.openai_compatible import (
     sse_data,
     stream_timeout,
 )
-from infrastructure.providers.params import apply_param_policy
-from infrastructure.providers.translation.anthropic_request import (
+from moneta.infrastructure.providers.params import apply_param_policy
+from moneta.infrastructure.providers.translation.anthropic_request import (
     anthropic_request,
     wants_json_tool,
 )
-from infrastructure.providers.translation.anthropic_response import (
+from moneta.infrastructure.providers.translation.anthropic_response import (
     StreamTranslator,
     openai_completion,
 )
-from infrastructure.providers.translation.text_completion import (
+from moneta.infrastructure.providers.translation.text_completion import (
     text_completion_via_chat,
 )
 

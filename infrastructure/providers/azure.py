@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from application.config import Deployment
-from domain.errors import AuthenticationError, BadRequestError
-from infrastructure.http_session import session
-from infrastructure.providers.openai_compatible import error_body, extra_headers
-from infrastructure.providers.openai_family import FamilyDefaults, OpenAIFamilyProvider
+from moneta.application.config import Deployment
+from moneta.domain.errors import AuthenticationError, BadRequestError
+from moneta.infrastructure.http_session import session
+from moneta.infrastructure.providers.openai_compatible import error_body, extra_headers
+from moneta.infrastructure.providers.openai_family import FamilyDefaults, OpenAIFamilyProvider
 
 DEFAULT_API_VERSION = "2024-10-21"
 ENTRA_AUTHORITY = "https://login.microsoftonline.com"

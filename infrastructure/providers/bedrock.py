@@ -29,19 +29,19 @@ from botocore.credentials import (
 )
 from yarl import URL
 
-from application.config import Deployment
-from application.ports import AudioFile
-from domain import errors
-from infrastructure.http_session import session
-from infrastructure.providers.bedrock_embeddings import bedrock_embedding
-from infrastructure.providers.bedrock_eventstream import (
+from moneta.application.config import Deployment
+from moneta.application.ports import AudioFile
+from moneta.domain import errors
+from moneta.infrastructure.http_session import session
+from moneta.infrastructure.providers.bedrock_embeddings import bedrock_embedding
+from moneta.infrastructure.providers.bedrock_eventstream import (
     EventMessage,
     EventStreamDecoder,
     EventStreamError,
 )
-from infrastructure.providers.http_errors import retry_after_seconds
-from infrastructure.providers.openai_compatible import _Guarded, stream_timeout
-from infrastructure.providers.translation.text_completion import (
+from moneta.infrastructure.providers.http_errors import retry_after_seconds
+from moneta.infrastructure.providers.openai_compatible import _Guarded, stream_timeout
+from moneta.infrastructure.providers.translation.text_completion import (
     text_completion_via_chat,
 )
 

@@ -12,8 +12,8 @@ import asyncio
 import math
 from typing import Any, Protocol
 
-from application.config import Deployment
-from domain import errors
+from moneta.application.config import Deployment
+from moneta.domain import errors
 
 COHERE_BATCH = 96
 COHERE_DEFAULT_INPUT_TYPE = "search_document"

@@ -12,11 +12,11 @@ from typing import Any
 
 import aiohttp
 
-from application.config import Deployment
-from application.ports import AudioFile
-from domain import errors
-from infrastructure.providers.http_errors import retry_after_seconds
-from infrastructure.providers.openai_compatible import (
+from moneta.application.config import Deployment
+from moneta.application.ports import AudioFile
+from moneta.domain import errors
+from moneta.infrastructure.providers.http_errors import retry_after_seconds
+from moneta.infrastructure.providers.openai_compatible import (
     error_body,
     extra_headers,
     guarded_post,
@@ -24,7 +24,7 @@ from infrastructure.providers.openai_compatible import (
     sse_data,
     stream_timeout,
 )
-from infrastructure.providers.translation.text_completion import (
+from moneta.infrastructure.providers.translation.text_completion import (
     text_completion_via_chat,
 )
 

@@ -22,12 +22,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-from application.config import Deployment
-from application.ports import AudioFile
-from domain import errors
-from infrastructure.http_session import session
-from infrastructure.providers.http_errors import retry_after_seconds
-from infrastructure.providers.openai_compatible import (
+from moneta.application.config import Deployment
+from moneta.application.ports import AudioFile
+from moneta.domain import errors
+from moneta.infrastructure.http_session import session
+from moneta.infrastructure.providers.http_errors import retry_after_seconds
+from moneta.infrastructure.providers.openai_compatible import (
     DEFAULT_TIMEOUT_S,
     error_body,
     extra_headers,
@@ -36,16 +36,16 @@ from infrastructure.providers.openai_compatible import (
     sse_data,
     stream_timeout,
 )
-from infrastructure.providers.params import apply_param_policy
-from infrastructure.providers.translation.gemini_request import gemini_request
-from infrastructure.providers.translation.gemini_response import (
+from moneta.infrastructure.providers.params import apply_param_policy
+from moneta.infrastructure.providers.translation.gemini_request import gemini_request
+from moneta.infrastructure.providers.translation.gemini_response import (
     StreamTranslator,
     openai_completion,
 )
-from infrastructure.providers.translation.text_completion import (
+from moneta.infrastructure.providers.translation.text_completion import (
     text_completion_via_chat,
 )
-from infrastructure.providers.vertex_embeddings import vertex_embedding
+from moneta.infrastructure.providers.vertex_embeddings import vertex_embedding
 
 GEMINI_BASE = "https://generativelanguage.googleapis.com/v1beta"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"

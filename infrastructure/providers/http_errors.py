@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 
-from domain import errors
+from moneta.domain import errors
 
 # OpenAI-style `error.code` / `error.type` values that name the error better than the status.
 _BY_CODE: dict[str, type[errors.GatewayError]] = {

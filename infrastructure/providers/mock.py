@@ -19,9 +19,9 @@ import uuid
 import wave
 from typing import Any, AsyncIterator
 
-from application.config import Deployment
-from application.ports import AudioFile
-from domain import errors
+from moneta.application.config import Deployment
+from moneta.application.ports import AudioFile
+from moneta.domain import errors
 
 _FAILURES = {
     400: errors.BadRequestError, 401: errors.AuthenticationError, 404: errors.NotFoundError,

@@ -11,11 +11,11 @@ from typing import Any
 
 import aiohttp
 
-from application.config import Deployment
-from application.ports import AudioFile
-from domain import errors
-from infrastructure.providers.http_errors import error_from_response
-from infrastructure.providers.openai_compatible import (
+from moneta.application.config import Deployment
+from moneta.application.ports import AudioFile
+from moneta.domain import errors
+from moneta.infrastructure.providers.http_errors import error_from_response
+from moneta.infrastructure.providers.openai_compatible import (
     DEFAULT_TIMEOUT_S,
     error_body,
     extra_headers,
@@ -24,13 +24,13 @@ from infrastructure.providers.openai_compatible import (
     read_json,
     stream_timeout,
 )
-from infrastructure.providers.params import apply_param_policy
-from infrastructure.providers.translation.ollama_chat import (
+from moneta.infrastructure.providers.params import apply_param_policy
+from moneta.infrastructure.providers.translation.ollama_chat import (
     StreamTranslator,
     ollama_request,
     openai_completion,
 )
-from infrastructure.providers.translation.text_completion import (
+from moneta.infrastructure.providers.translation.text_completion import (
     text_completion_via_chat,
 )
 

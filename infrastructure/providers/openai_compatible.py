@@ -7,11 +7,11 @@ from typing import Any, AsyncIterator
 import aiohttp
 import orjson
 
-from application.config import Deployment
-from application.ports import AudioFile
-from domain import errors
-from infrastructure.http_session import session
-from infrastructure.providers.http_errors import error_from_response
+from moneta.application.config import Deployment
+from moneta.application.ports import AudioFile
+from moneta.domain import errors
+from moneta.infrastructure.http_session import session
+from moneta.infrastructure.providers.http_errors import error_from_response
 
 DEFAULT_TIMEOUT_S = 600.0
 

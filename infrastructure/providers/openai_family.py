@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from application.config import Deployment
-from application.ports import AudioFile
-from domain.errors import BadRequestError
-from infrastructure.providers.openai_compatible import OpenAICompatibleProvider
-from infrastructure.providers.params import apply_param_policy
+from moneta.application.config import Deployment
+from moneta.application.ports import AudioFile
+from moneta.domain.errors import BadRequestError
+from moneta.infrastructure.providers.openai_compatible import OpenAICompatibleProvider
+from moneta.infrastructure.providers.params import apply_param_policy
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from application.config import Deployment
-from domain.errors import UnsupportedParamsError
+from moneta.application.config import Deployment
+from moneta.domain.errors import UnsupportedParamsError
 
 OPENAI_CHAT_PARAMS = frozenset({
     "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens", "presence_penalty",

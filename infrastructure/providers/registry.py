@@ -1,17 +1,17 @@
 """Which adapter serves which `provider/` prefix."""
 from __future__ import annotations
 
-from application.config import Deployment
-from application.ports import Provider
-from domain.errors import BadRequestError
-from infrastructure.providers.anthropic import AnthropicProvider
-from infrastructure.providers.azure import AzureOpenAIProvider
-from infrastructure.providers.bedrock import BedrockProvider
-from infrastructure.providers.cohere import CohereProvider
-from infrastructure.providers.gemini import GeminiProvider, VertexAIProvider
-from infrastructure.providers.mock import MockProvider
-from infrastructure.providers.ollama import OllamaProvider
-from infrastructure.providers.openai_family import family_providers
+from moneta.application.config import Deployment
+from moneta.application.ports import Provider
+from moneta.domain.errors import BadRequestError
+from moneta.infrastructure.providers.anthropic import AnthropicProvider
+from moneta.infrastructure.providers.azure import AzureOpenAIProvider
+from moneta.infrastructure.providers.bedrock import BedrockProvider
+from moneta.infrastructure.providers.cohere import CohereProvider
+from moneta.infrastructure.providers.gemini import GeminiProvider, VertexAIProvider
+from moneta.infrastructure.providers.mock import MockProvider
+from moneta.infrastructure.providers.ollama import OllamaProvider
+from moneta.infrastructure.providers.openai_family import family_providers
 
 
 class ProviderTable:

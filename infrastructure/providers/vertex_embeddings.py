@@ -10,8 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from application.config import Deployment
-from domain import errors
+from moneta.application.config import Deployment
+from moneta.domain import errors
 
 MAX_INSTANCES = 250
 

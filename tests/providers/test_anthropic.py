@@ -4,9 +4,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from application.config import Deployment
-from domain import errors
-from infrastructure.providers.anthropic import AnthropicProvider
+from moneta.application.config import Deployment
+from moneta.domain import errors
+from moneta.infrastructure.providers.anthropic import AnthropicProvider
 from tests.providers.fakes.anthropic_api import API_KEY, FakeAnthropic, error_body
 
 ADAPTER = AnthropicProvider({})

@@ -7,12 +7,12 @@ import zlib
 
 import pytest
 
-from application.config import Deployment
-from domain import errors
-from infrastructure.http_session import close_session
-from infrastructure.providers import bedrock as bedrock_module
-from infrastructure.providers.bedrock import BedrockProvider
-from infrastructure.providers.bedrock_eventstream import (
+from moneta.application.config import Deployment
+from moneta.domain import errors
+from moneta.infrastructure.http_session import close_session
+from moneta.infrastructure.providers import bedrock as bedrock_module
+from moneta.infrastructure.providers.bedrock import BedrockProvider
+from moneta.infrastructure.providers.bedrock_eventstream import (
     EventStreamDecoder,
     EventStreamError,
 )

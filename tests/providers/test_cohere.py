@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from application.config import Deployment
-from domain import errors
-from infrastructure.http_session import close_session
-from infrastructure.providers.cohere import CohereProvider
+from moneta.application.config import Deployment
+from moneta.domain import errors
+from moneta.infrastructure.http_session import close_session
+from moneta.infrastructure.providers.cohere import CohereProvider
 from tests.providers.cohere_fake import API_KEY, FakeCohere, Reply
 
 MODEL = "command-r-plus-08-2024"

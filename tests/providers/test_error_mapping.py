@@ -5,10 +5,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from application.config import Deployment
-from domain import errors
-from infrastructure.providers.anthropic import AnthropicProvider
-from infrastructure.providers.registry import default_providers
+from moneta.application.config import Deployment
+from moneta.domain import errors
+from moneta.infrastructure.providers.anthropic import AnthropicProvider
+from moneta.infrastructure.providers.registry import default_providers
 from tests.providers.fakes.anthropic_api import error_body as anthropic_body
 from tests.providers.fakes.google_api import google_error
 from tests.providers.fakes.openai_api import openai_error

@@ -5,9 +5,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from application.config import Deployment
-from domain import errors
-from infrastructure.providers.gemini import GeminiProvider, VertexAIProvider, rs256_sign
+from moneta.application.config import Deployment
+from moneta.domain import errors
+from moneta.infrastructure.providers.gemini import GeminiProvider, VertexAIProvider, rs256_sign
 from tests.providers.fakes.google_api import (
     ACCESS_TOKEN,
     API_KEY,

@@ -4,17 +4,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from application.config import Deployment
-from application.ports import AudioFile
-from domain import errors
-from infrastructure.providers.azure import AzureOpenAIProvider, EntraTokens
-from infrastructure.providers.ollama import OllamaProvider
-from infrastructure.providers.openai_family import (
+from moneta.application.config import Deployment
+from moneta.application.ports import AudioFile
+from moneta.domain import errors
+from moneta.infrastructure.providers.azure import AzureOpenAIProvider, EntraTokens
+from moneta.infrastructure.providers.ollama import OllamaProvider
+from moneta.infrastructure.providers.openai_family import (
     FAMILY,
     OpenAIFamilyProvider,
     family_providers,
 )
-from infrastructure.providers.registry import default_providers
+from moneta.infrastructure.providers.registry import default_providers
 from tests.providers.fakes.ollama_api import FakeOllama
 from tests.providers.fakes.openai_api import ENTRA_TOKEN, FakeOpenAICompatible
 

@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from application.config import Deployment
-from domain import errors
-from infrastructure.http_session import close_session
-from infrastructure.providers.anthropic import AnthropicProvider
-from infrastructure.providers.bedrock import BedrockProvider
-from infrastructure.providers.cohere import CohereProvider
-from infrastructure.providers.gemini import GeminiProvider
-from infrastructure.providers.ollama import OllamaProvider
+from moneta.application.config import Deployment
+from moneta.domain import errors
+from moneta.infrastructure.http_session import close_session
+from moneta.infrastructure.providers.anthropic import AnthropicProvider
+from moneta.infrastructure.providers.bedrock import BedrockProvider
+from moneta.infrastructure.providers.cohere import CohereProvider
+from moneta.infrastructure.providers.gemini import GeminiProvider
+from moneta.infrastructure.providers.ollama import OllamaProvider
 from tests.providers import bedrock_fake, cohere_fake
 from tests.providers.bedrock_fake import FakeBedrock
 from tests.providers.cohere_fake import FakeCohere

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.errors import BadRequestError
-from infrastructure.providers.translation.openai_request import (
+from moneta.domain.errors import BadRequestError
+from moneta.infrastructure.providers.translation.openai_request import (
     REASONING_BUDGETS,
     function_tools,
     image_url_of,

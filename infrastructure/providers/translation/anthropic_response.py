@@ -5,8 +5,8 @@ from typing import Any
 
 import orjson
 
-from infrastructure.providers.translation import openai_response as openai
-from infrastructure.providers.translation.anthropic_request import JSON_TOOL
+from moneta.infrastructure.providers.translation import openai_response as openai
+from moneta.infrastructure.providers.translation.anthropic_request import JSON_TOOL
 
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
                   "tool_use": "tool_calls", "refusal": "content_filter"}

@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
-from domain.errors import BadRequestError
-from infrastructure.providers.translation.openai_request import (
+from moneta.domain.errors import BadRequestError
+from moneta.infrastructure.providers.translation.openai_request import (
     REASONING_BUDGETS,
     function_tools,
     image_url_of,

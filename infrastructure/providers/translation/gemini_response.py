@@ -5,7 +5,7 @@ from typing import Any
 
 import orjson
 
-from infrastructure.providers.translation import openai_response as openai
+from moneta.infrastructure.providers.translation import openai_response as openai
 
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
                   "RECITATION": "content_filter", "BLOCKLIST": "content_filter",

@@ -5,9 +5,9 @@ from typing import Any
 
 import orjson
 
-from domain.errors import BadRequestError
-from infrastructure.providers.translation import openai_response as openai
-from infrastructure.providers.translation.openai_request import (
+from moneta.domain.errors import BadRequestError
+from moneta.infrastructure.providers.translation import openai_response as openai
+from moneta.infrastructure.providers.translation.openai_request import (
     image_url_of,
     json_schema_of,
     max_output_tokens,

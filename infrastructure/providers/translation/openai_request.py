@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from domain.errors import BadRequestError
+from moneta.domain.errors import BadRequestError
 
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w=.-]+)*;base64,(?P<data>.*)", re.DOTALL)
 

@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from application.config import Deployment
-from domain.errors import BadRequestError, UnsupportedParamsError
-from infrastructure.providers.params import drops_params
+from moneta.application.config import Deployment
+from moneta.domain.errors import BadRequestError, UnsupportedParamsError
+from moneta.infrastructure.providers.params import drops_params
 
 Chat = Callable[[Deployment, dict[str, Any]], Awaitable[dict[str, Any]]]
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from infrastructure.http_session import close_session
+from moneta.infrastructure.http_session import close_session
 
 
 @dataclass

@@ -1,0 +1,28 @@
+"""Moneta Gateway: `import moneta` gives the library, as `import litellm` does.
+
+    import moneta
+    moneta.completion(model="mock/demo", messages=[{"role": "user", "content": "hi"}])
+
+The layers install beneath this package: moneta.domain, moneta.application,
+moneta.infrastructure, moneta.projections, moneta.api.
+"""
+from importlib import import_module
+from typing import Any
+
+# Public name -> the module that defines it.
+_LIBRARY = {
+    **dict.fromkeys(("completion", "acompletion", "text_completion", "atext_completion", "embedding", "aembedding",
+                     "transcription", "atranscription"), "moneta.application.facade"),
+    **dict.fromkeys(("completion_cost", "cost_per_token"), "moneta.application.cost"),
+    "token_counter": "moneta.application.tokens",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so importing a layer (moneta.domain, ...) does not build the library's object graph.
+    if name in _LIBRARY:
+        return getattr(import_module(_LIBRARY[name]), name)
+    raise AttributeError(f"module 'moneta' has no attribute {name!r}")
+
+
+__all__ = sorted(_LIBRARY)
