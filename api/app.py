@@ -5,24 +5,18 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator
 
 from fastapi import Depends, FastAPI
 
 from moneta.api.auth import master_key_hash, require_admin
 from moneta.api.errors import install_error_handlers
 from moneta.api.routes import anthropic, deployment_health, health, openai, utils
-from moneta.application.bootstrap import Container
+from moneta.bootstrap import Container
 from moneta.infrastructure.http_session import close_session
 
 log = logging.getLogger("moneta.api")
 VERSION = "0.1.0"
-
-
-class Background(Protocol):
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 class RequestIdMiddleware:
@@ -48,9 +42,8 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def create_app(container: Container, *, background: list[Background] | None = None,
-               views: Any = None, redis_ping: Any = None) -> FastAPI:
-    tasks = background or []
+def create_app(container: Container) -> FastAPI:
+    tasks = container.background
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -68,15 +61,14 @@ def create_app(container: Container, *, background: list[Background] | None = No
     app.state.container = container
     app.state.master_key_hash = master_key_hash(container.config.master_key)
     app.state.started_at = time.time()
-    app.state.views = views
-    app.state.redis_ping = redis_ping
+    app.state.views = container.views
     install_error_handlers(app, container.config.secrets())
     app.include_router(openai.router)
     app.include_router(anthropic.router)
     app.include_router(utils.router)
     app.include_router(health.router)
     app.include_router(deployment_health.router, dependencies=[Depends(require_admin)])
-    if views is not None:
+    if container.views is not None:
         from moneta.api.routes import spend
 
         app.include_router(spend.router, dependencies=[Depends(require_admin)])

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from moneta.application.bootstrap import environment, load_gateway_config
+from moneta.bootstrap import environment, load_gateway_config
 from moneta.application.config import GatewayConfig
 from moneta.infrastructure.config_loader import ConfigError
 

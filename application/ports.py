@@ -8,6 +8,7 @@ from typing import Any, AsyncIterator, Mapping, Protocol, Sequence
 from uuid import UUID
 
 from moneta.application.config import Deployment
+from moneta.domain.deployment_health import DeploymentHealth
 from moneta.domain.pricing import CostQuote
 from moneta.domain.request_record import RequestRecord
 from moneta.domain.usage import Usage
@@ -47,11 +48,17 @@ class ProviderRegistry(Protocol):
 class Ledger(Protocol):
     """The append-only event store, behind group commit."""
 
-    def record(self, record: RequestRecord) -> "asyncio.Future[None]":
-        """Takes the record's pending events now; the future resolves once they are durable."""
+    def record(self, record: RequestRecord | DeploymentHealth) -> "asyncio.Future[None]":
+        """Takes the aggregate's pending events now; the future resolves once they are durable."""
         ...
 
-    def is_healthy(self) -> bool: ...
+    def is_healthy(self) -> bool:
+        """False while commits are failing."""
+        ...
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commits what is queued, then stops taking records."""
+        ...
 
 
 class PriceBook(Protocol):
@@ -113,4 +120,10 @@ class UsageMeter(Protocol):
 class AggregateReader(Protocol):
     def get(self, aggregate_id: UUID) -> Any | None:
         """The aggregate at its latest version, or None if it has no events."""
+        ...
+
+
+class LedgerReader(AggregateReader, Protocol):
+    def head(self) -> int:
+        """The last notification id committed; raises when the ledger is unreachable."""
         ...

@@ -12,7 +12,6 @@ from typing import Any, Protocol, Sequence
 
 import orjson
 
-from moneta.application import bootstrap
 from moneta.application.config import GatewayConfig
 from moneta.application.ports import Tokenizer
 from moneta.domain.errors import BadRequestError
@@ -39,7 +38,7 @@ def count_tokens(
 ) -> TokenCount:
     """Counts either `messages` (chat framing included) or `text` (a string, or several)."""
     encoding, exact = tokenizer.encoding_for(model)
-    return TokenCount(_total(tokenizer, model, messages, text), encoding, exact)
+    return TokenCount(total_tokens(tokenizer, model, messages, text), encoding, exact)
 
 
 def prompt_tokens(tokenizer: Tokenizer, model: str, chat: dict[str, Any]) -> int:
@@ -59,14 +58,7 @@ def provider_model(config: GatewayConfig, model: str) -> str:
     return model
 
 
-def token_counter(
-    model: str = "", messages: Sequence[dict[str, Any]] | None = None, text: str | Sequence[str] | None = None
-) -> int:
-    """LiteLLM's `token_counter()`: the number of tokens in `messages` or `text` for `model`."""
-    return _total(bootstrap.tokenizer(), model, messages, text)
-
-
-def _total(tokenizer: Tokenizer, model: str, messages: Any, text: Any) -> int:
+def total_tokens(tokenizer: Tokenizer, model: str, messages: Any, text: Any) -> int:
     if (messages is None) == (text is None):
         raise BadRequestError("Pass either 'messages' or a text ('prompt'), not both and not neither.",
                               param="messages")

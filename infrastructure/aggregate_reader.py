@@ -1,4 +1,4 @@
-"""Reads one aggregate from the event store at its latest version."""
+"""Reads the event store: one aggregate at its latest version, and how far the log reaches."""
 from __future__ import annotations
 
 from typing import Any
@@ -16,3 +16,7 @@ class EventStoreReader:
             return self.app.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+
+    def head(self) -> int:
+        """The last notification id committed (0 for an empty ledger); raises when unreachable."""
+        return self.app.recorder.max_notification_id() or 0

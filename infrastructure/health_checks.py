@@ -15,26 +15,32 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from moneta.application.attempts import as_gateway_error
 from moneta.application.config import Deployment, GatewayConfig
-from moneta.application.gateway import Gateway
+from moneta.application.ports import ProviderRegistry
+from moneta.application.routing import DeploymentRouter
 
 log = logging.getLogger("moneta.health_checks")
 DEFAULT_INTERVAL_S = 300.0
 _PING = [{"role": "user", "content": "ping"}]
 
 
-def background_health_checks(config: GatewayConfig, gateway: Gateway) -> "HealthChecks | None":
+def background_health_checks(config: GatewayConfig, router: DeploymentRouter,
+                             providers: ProviderRegistry) -> "HealthChecks | None":
     """The checks the config asks for, or None."""
     settings = config.general_settings
     if not settings.get("background_health_checks"):
         return None
-    return HealthChecks(gateway, float(settings.get("health_check_interval") or DEFAULT_INTERVAL_S))
+    interval_s = float(settings.get("health_check_interval") or DEFAULT_INTERVAL_S)
+    return HealthChecks(config.deployments, router, providers, interval_s)
 
 
 class HealthChecks:
     """Started and stopped by the app's lifespan, inside its event loop."""
 
-    def __init__(self, gateway: Gateway, interval_s: float) -> None:
-        self.gateway = gateway
+    def __init__(self, deployments: tuple[Deployment, ...], router: DeploymentRouter, providers: ProviderRegistry,
+                 interval_s: float) -> None:
+        self.deployments = deployments
+        self.router = router
+        self.providers = providers
         self.interval_s = interval_s
         self._scheduler: AsyncIOScheduler | None = None
 
@@ -49,10 +55,10 @@ class HealthChecks:
             self._scheduler.shutdown(wait=False)
 
     async def run_once(self) -> None:
-        await asyncio.gather(*(self._check(d) for d in self.gateway.config.deployments))
+        await asyncio.gather(*(self._check(d) for d in self.deployments))
 
     async def _check(self, deployment: Deployment) -> None:
-        router = self.gateway.router
+        router = self.router
         started = time.perf_counter()
         try:
             timeout = router.settings.timeout_for(deployment, stream=False)
@@ -66,7 +72,7 @@ class HealthChecks:
         await router.on_success(deployment, (time.perf_counter() - started) * 1000)
 
     async def _ping(self, deployment: Deployment) -> Any:
-        provider = self.gateway.providers.for_deployment(deployment)
+        provider = self.providers.for_deployment(deployment)
         body = {"model": deployment.provider_model}
         if deployment.model_info.get("mode") == "embedding":
             return await provider.embedding(deployment, {**body, "input": "ping"})

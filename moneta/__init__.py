@@ -12,9 +12,8 @@ from typing import Any
 # Public name -> the module that defines it.
 _LIBRARY = {
     **dict.fromkeys(("completion", "acompletion", "text_completion", "atext_completion", "embedding", "aembedding",
-                     "transcription", "atranscription"), "moneta.application.facade"),
-    **dict.fromkeys(("completion_cost", "cost_per_token"), "moneta.application.cost"),
-    "token_counter": "moneta.application.tokens",
+                     "transcription", "atranscription", "token_counter"), "moneta.library"),
+    **dict.fromkeys(("completion_cost", "cost_per_token"), "moneta.cost"),
 }
 
 

@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import APIRouter
 
 from moneta.api.app import create_app
-from moneta.application.bootstrap import build
+from moneta.bootstrap import build
 from moneta.infrastructure.config_loader import parse_config
 from tests.live_server import free_port
 
@@ -38,10 +38,10 @@ class InProcessGateway:
 
     def events(self, request_id: str) -> list[Any]:
         """The request's ledger events, oldest first."""
-        return list(self.container.ledger.app.events.get(UUID(request_id)))  # type: ignore[attr-defined]
+        return list(self.container.event_store.events.get(UUID(request_id)))
 
     def record(self, request_id: str) -> Any:
-        return self.container.ledger.app.repository.get(UUID(request_id))  # type: ignore[attr-defined]
+        return self.container.event_store.repository.get(UUID(request_id))
 
     def __enter__(self) -> "InProcessGateway":
         self._thread.start()

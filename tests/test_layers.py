@@ -8,20 +8,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ("domain", "application", "infrastructure", "projections", "api")
+PACKAGE = "moneta"  # the composition root and the library, beside the layers: may import them all
 # What each layer may import from the project's own layers and from I/O-ish libraries.
 ALLOWED_LAYERS = {
     "domain": {"domain"},
     "application": {"domain", "application"},
     "infrastructure": {"domain", "application", "infrastructure"},
     "projections": {"domain", "projections"},
-    "api": set(LAYERS),
+    "api": set(LAYERS) | {PACKAGE},
+    PACKAGE: set(LAYERS) | {PACKAGE},
 }
 FORBIDDEN_LIBRARIES = {
     "domain": {"fastapi", "starlette", "httpx", "aiohttp", "psycopg", "redis", "sqlite3", "requests", "uvicorn",
                "apscheduler", "os", "socket", "asyncio", "yaml", "tiktoken", "genai_prices"},
     "application": {"fastapi", "starlette", "psycopg", "redis", "uvicorn", "aiohttp", "httpx", "sqlite3"},
 }
-COMPOSITION_ROOT = ROOT / "application" / "bootstrap.py"
 
 
 def _imports(path: Path) -> set[str]:
@@ -38,17 +39,17 @@ def _imports(path: Path) -> set[str]:
 
 def _top_level(module: str) -> str:
     parts = module.split(".")
-    return parts[1] if parts[0] == "moneta" and len(parts) > 1 else parts[0]
+    return parts[1] if parts[0] == PACKAGE and len(parts) > 1 and parts[1] in LAYERS else parts[0]
 
 
 def _sources(layer: str) -> list[Path]:
     return sorted((ROOT / layer).rglob("*.py"))
 
 
-@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("layer", (*LAYERS, PACKAGE))
 def test_layer_imports_only_what_it_may(layer):
     for path in _sources(layer):
-        allowed = ALLOWED_LAYERS[layer] | ({"infrastructure"} if path == COMPOSITION_ROOT else set())
+        allowed = ALLOWED_LAYERS[layer]
         imported = _imports(path)
         wrong_layers = (imported & set(LAYERS)) - allowed
         wrong_libraries = imported & FORBIDDEN_LIBRARIES.get(layer, set())
@@ -72,5 +73,5 @@ def _reads_environment(path: Path) -> bool:
 
 def test_only_the_composition_root_touches_the_environment():
     # The CLI writes MONETA_CONFIG for the worker processes it starts; nothing else may look.
-    touching = {p.relative_to(ROOT) for layer in LAYERS for p in _sources(layer) if _reads_environment(p)}
-    assert touching == {Path("application/bootstrap.py"), Path("api/cli.py")}
+    touching = {p.relative_to(ROOT) for layer in (*LAYERS, PACKAGE) for p in _sources(layer) if _reads_environment(p)}
+    assert touching == {Path("moneta/bootstrap.py"), Path("api/cli.py")}

@@ -1,4 +1,4 @@
-"""The library facade: `from application import completion`, no web framework involved."""
+"""The library: `from moneta import completion`, no web framework involved."""
 from __future__ import annotations
 
 import subprocess
@@ -11,7 +11,7 @@ from tests.fake_openai import FakeOpenAI
 
 SCRIPT = textwrap.dedent("""
     import asyncio, json, sys, uuid
-    from moneta.application import completion, acompletion, embedding, aembedding, transcription, text_completion
+    from moneta import completion, acompletion, embedding, aembedding, transcription, text_completion
 
     out = {}
     r = completion(model="mock/demo", messages=[{"role": "user", "content": "two words"}])

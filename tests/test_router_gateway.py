@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Iterator
 import pytest
 
 from moneta.application.attempts import MAX_ATTEMPTS
-from moneta.application.bootstrap import Container, build
+from moneta.bootstrap import Container, build
 from moneta.application.gateway import Caller
 from moneta.domain.deployment_health import health_id
 from moneta.domain.errors import GatewayError
@@ -67,11 +67,11 @@ async def failing_chat(container: Container, model: str, **body: Any) -> tuple[G
 
 
 def event_names(container: Container, stream_id: uuid.UUID) -> list[str]:
-    return [type(e).__name__ for e in container.ledger.app.repository.event_store.get(stream_id)]  # type: ignore[attr-defined]
+    return [type(e).__name__ for e in container.event_store.repository.event_store.get(stream_id)]
 
 
 def attempts_of(container: Container, request_id: uuid.UUID) -> list[Any]:
-    events = container.ledger.app.repository.event_store.get(request_id)  # type: ignore[attr-defined]
+    events = container.event_store.repository.event_store.get(request_id)
     return [e for e in events if type(e).__name__ == "AttemptFailed"]
 
 
@@ -273,6 +273,6 @@ async def test_the_route_and_its_reason_are_recorded_at_admission(sqlite_url):
     with gateway(sqlite_url, models) as container:
         request_id = uuid.uuid4()
         await container.gateway.chat(Caller(), {"model": "g", "messages": HELLO}, request_id)
-        record = container.ledger.app.repository.event_store.get(request_id)  # type: ignore[attr-defined]
+        record = container.event_store.repository.event_store.get(request_id)
         admitted = next(iter(record))
         assert admitted.decision == {"deployment": "a", "reason": "simple-shuffle by weight: 1.0 of 1"}

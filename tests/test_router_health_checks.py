@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from moneta.application.bootstrap import build
+from moneta.bootstrap import build
 from moneta.infrastructure.config_loader import parse_config
 from moneta.infrastructure.health_checks import background_health_checks
 
@@ -26,7 +26,7 @@ def _container(sqlite_url: str, general: dict[str, Any]):
 async def test_a_dead_deployment_is_cooled_down_by_the_checks_before_any_caller_meets_it(sqlite_url):
     container = _container(sqlite_url, {"background_health_checks": True, "health_check_interval": 0.05})
     try:
-        checks = background_health_checks(container.config, container.gateway)
+        checks = background_health_checks(container.config, container.gateway.router, container.providers)
         assert checks is not None
         await checks.run_once()
         router = container.gateway.router
@@ -40,7 +40,7 @@ async def test_a_dead_deployment_is_cooled_down_by_the_checks_before_any_caller_
 async def test_the_scheduler_runs_the_checks_on_its_interval(sqlite_url):
     container = _container(sqlite_url, {"background_health_checks": True, "health_check_interval": 0.05})
     try:
-        checks = background_health_checks(container.config, container.gateway)
+        checks = background_health_checks(container.config, container.gateway.router, container.providers)
         checks.start()
         try:
             for _ in range(100):
@@ -57,6 +57,6 @@ async def test_the_scheduler_runs_the_checks_on_its_interval(sqlite_url):
 def test_no_checks_unless_asked_for(sqlite_url):
     container = _container(sqlite_url, {})
     try:
-        assert background_health_checks(container.config, container.gateway) is None
+        assert background_health_checks(container.config, container.gateway.router, container.providers) is None
     finally:
         container.close()

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from moneta.api.routes.deployment_health import router as health_router
-from moneta.application.bootstrap import Container, build
+from moneta.bootstrap import Container, build
 from moneta.application.gateway import Caller
 from moneta.domain.errors import GatewayError
 from moneta.infrastructure.config_loader import parse_config
@@ -37,13 +37,13 @@ def container(sqlite_url: str) -> Iterator[Container]:
 
 @pytest.fixture
 def store(container: Container) -> Iterator[ViewStore]:
-    store = ViewStore.connect(sqlite_path=container.location.sqlite_path)  # type: ignore[attr-defined]
+    store = ViewStore.connect(sqlite_path=container.location.sqlite_path)
     yield store
     store.close()
 
 
 def project(container: Container, store: ViewStore) -> None:
-    runner = ProjectionRunner(container.ledger.app, store, name="health", views=(deployment_health,))  # type: ignore[attr-defined]
+    runner = ProjectionRunner(container.event_store, store, name="health", views=(deployment_health,))
     runner.create_tables()
     runner.catch_up()
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from moneta.api.routes import utils as utils_routes
-from moneta.application import completion_cost, cost_per_token, token_counter
+from moneta import completion_cost, cost_per_token, token_counter
 from moneta.domain.errors import BadRequestError
 from tests.fake_openai import FakeOpenAI
 from tests.inprocess_gateway import InProcessGateway
@@ -68,7 +68,7 @@ def test_counting_works_offline_without_a_tiktoken_cache(tmp_path):
         real_read = tiktoken.load.read_file
         tiktoken.load.read_file = lambda path: real_read(path) if "://" not in path else no_network()
 
-        from moneta.application import token_counter
+        from moneta import token_counter
         print(token_counter(model="gpt-4o", text="hello world"), token_counter(model="gpt-4", text="hello world"))
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}

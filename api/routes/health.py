@@ -6,6 +6,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from moneta.api.responses import json_response
+from moneta.bootstrap import Container
 
 router = APIRouter()
 
@@ -20,18 +21,20 @@ async def liveliness() -> PlainTextResponse:
 async def readiness(request: Request) -> Response:
     container = request.app.state.container
     checks = {"db": await run_in_threadpool(_ledger_status, container)}
-    redis_check = getattr(request.app.state, "redis_ping", None)
-    if redis_check is not None:
-        checks["cache"] = "redis" if await redis_check() else "unreachable"
-    healthy = checks["db"] == "connected" and checks.get("cache", "redis") == "redis"
+    probes_pass = True
+    for probe in container.probes:
+        passed = await probe()
+        checks[probe.field] = probe.label if passed else "unreachable"
+        probes_pass = probes_pass and passed
+    healthy = checks["db"] == "connected" and probes_pass
     body = {"status": "healthy" if healthy else "unhealthy", **checks,
             "ledger": container.location.kind, "litellm_version": None, "moneta_version": request.app.version}
     return json_response(body, status_code=200 if healthy else 503)
 
 
-def _ledger_status(container) -> str:
+def _ledger_status(container: Container) -> str:
     try:
-        container.ledger.app.recorder.max_notification_id()
+        container.reader.head()
     except Exception:  # any failure to read the store means not ready
         return "unreachable"
     return "connected" if container.ledger.is_healthy() else "write failing"

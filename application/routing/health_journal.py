@@ -45,7 +45,7 @@ class HealthJournal:
                     health = await asyncio.to_thread(self._load, deployment)
                     if not change(health):
                         return
-                    await self._ledger.record(health)  # type: ignore[arg-type]
+                    await self._ledger.record(health)
                     return
                 except Exception as exc:  # a health event must never fail the request that caused it
                     log.warning("deployment %s: health event not recorded (%s)", deployment.id, type(exc).__name__)

@@ -8,17 +8,17 @@ given. Every call is recorded in the ledger (DATABASE_URL, else ./moneta.db) lik
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import threading
 import uuid
-from typing import Any, AsyncIterator, BinaryIO, Iterator
+from typing import Any, AsyncIterator, BinaryIO, Iterator, Sequence
 
+from moneta import bootstrap
 from moneta.application import validation
-from moneta.application.bootstrap import Container, build, environment, load_gateway_config
 from moneta.application.config import Deployment
 from moneta.application.gateway import Caller, Gateway
 from moneta.application.ports import AudioFile
+from moneta.application.tokens import total_tokens
 from moneta.application.results import (
     EmbeddingResponse,
     ModelResponse,
@@ -32,22 +32,10 @@ from moneta.domain.pricing import TokenPrice, to_decimal
 _CALL_SETTINGS = {"api_key", "api_base", "base_url", "api_version", "timeout", "stream_timeout",
                   "custom_llm_provider", "input_cost_per_token", "output_cost_per_token", "num_retries"}
 
-_container: Container | None = None
-_container_lock = threading.Lock()
-
-
-def _get_container() -> Container:
-    global _container
-    with _container_lock:
-        if _container is None:
-            environ = environment()
-            _container = build(load_gateway_config(None, environ), environ, migrate=True)
-            atexit.register(_container.close)  # commits what an abandoned stream left queued
-        return _container
 
 
 def _gateway(model: str, settings: dict[str, Any], mock_response: Any) -> Gateway:
-    container = _get_container()
+    container = bootstrap.library_container()
     if model in container.config.model_names() and not settings and mock_response is None:
         return container.gateway
     return container.gateway_for(_ad_hoc_deployment(model, settings, mock_response))
@@ -159,11 +147,12 @@ class _LoopThread:
 
 
 _loop: _LoopThread | None = None
+_loop_lock = threading.Lock()
 
 
 def _runner() -> _LoopThread:
     global _loop
-    with _container_lock:
+    with _loop_lock:
         if _loop is None:
             _loop = _LoopThread()
         return _loop
@@ -186,3 +175,10 @@ def embedding(model: str, input: str | list[str], **kwargs: Any) -> EmbeddingRes
 
 def transcription(model: str, file: BinaryIO | bytes | tuple[str, bytes], **kwargs: Any) -> TranscriptionResponse:
     return _runner().run(atranscription(model, file, **kwargs))
+
+
+def token_counter(
+    model: str = "", messages: Sequence[dict[str, Any]] | None = None, text: str | Sequence[str] | None = None
+) -> int:
+    """LiteLLM's `token_counter()`: the number of tokens in `messages` or `text` for `model`."""
+    return total_tokens(bootstrap.tokenizer(), model, messages, text)

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Mapping
 
-from moneta.application import bootstrap
+from moneta import bootstrap
 from moneta.application.config import Deployment
 from moneta.domain.model_ref import ModelRef
 from moneta.domain.pricing import TokenPrice, to_decimal
@@ -83,8 +83,7 @@ def _deployment(model: str, provider: str | None, input_cost: Any, output_cost: 
 
 
 def _configured(model: str) -> Deployment | None:
-    config = bootstrap.load_gateway_config(None, bootstrap.environment())
-    return next((d for d in config.deployments if d.model_name == model), None)
+    return next((d for d in bootstrap.library_config().deployments if d.model_name == model), None)
 
 
 def _created(response: Mapping[str, Any]) -> datetime:

@@ -1,0 +1,190 @@
+"""The composition root: the one place that reads the environment and wires adapters to ports.
+
+The proxy (`build_proxy`), the library (`library_container`) and the command line build their
+object graph here, and nothing else names an adapter. The library needs no web framework.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import Callable, Mapping, Protocol
+
+from eventsourcing.application import Application
+
+from moneta.application.config import Deployment, GatewayConfig
+from moneta.application.gateway import Gateway
+from moneta.application.ports import CooldownStore, Ledger, LedgerReader, PriceBook, ProviderRegistry, UsageMeter
+from moneta.application.routing import DeploymentRouter, HealthJournal
+from moneta.application.tokens import EncodingTokenizer
+from moneta.infrastructure.aggregate_reader import EventStoreReader
+from moneta.infrastructure.event_store import StoreLocation
+from moneta.infrastructure.event_store import migrate as migrate_store
+from moneta.projections.queries import SpendQueries
+from moneta.projections.view_store import ViewStore
+
+class Probe(Protocol):
+    """A readiness check: `GET /health/readiness` shows `{field: label}` when it passes."""
+
+    field: str
+    label: str
+
+    async def __call__(self) -> bool: ...
+
+
+class Background(Protocol):
+    """Work that runs beside the requests, started and stopped by the app's lifespan."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Container:
+    config: GatewayConfig
+    location: StoreLocation
+    event_store: Application  # the ledger as the library sees it: for reads, and to close it
+    ledger: Ledger
+    reader: LedgerReader
+    providers: ProviderRegistry
+    prices: PriceBook
+    tokenizer: EncodingTokenizer
+    cooldowns: CooldownStore
+    usage: UsageMeter
+    gateway: Gateway = field(init=False)
+    views: SpendQueries | None = None  # the read side's queries, in a proxy worker
+    background: list[Background] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)  # readiness checks beyond the ledger
+    _closing: list[Callable[[], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.gateway = self._gateway(self.config)
+
+    def gateway_for(self, deployment: Deployment) -> Gateway:
+        """A gateway over one ad-hoc deployment (library calls that name `provider/model`), sharing
+        this container's ledger, cooldowns and usage counters."""
+        return self._gateway(replace(self.config, deployments=(deployment,)))
+
+    def _gateway(self, config: GatewayConfig) -> Gateway:
+        journal = HealthJournal(self.reader, self.ledger)
+        router = DeploymentRouter(config, self.cooldowns, self.usage, journal, self.tokenizer, self.prices)
+        return Gateway(config, router, self.providers, self.ledger, self.prices, self.tokenizer)
+
+    def on_close(self, action: Callable[[], None]) -> None:
+        self._closing.append(action)
+
+    def close(self) -> None:
+        self.ledger.close()  # commits what is queued before the store goes away
+        for action in reversed(self._closing):
+            action()
+        self.event_store.close()
+
+
+def environment() -> dict[str, str]:
+    return dict(os.environ)
+
+
+def load_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> GatewayConfig:
+    """The config file if one is named (argument or MONETA_CONFIG), else the embedded default."""
+    from moneta.infrastructure.config_loader import load_config, parse_config
+    from moneta.infrastructure.default_config import DEFAULT_CONFIG
+
+    path = config_path or environ.get("MONETA_CONFIG")
+    return load_config(path, environ) if path else parse_config(DEFAULT_CONFIG, environ)
+
+
+def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, migrate: bool = False) -> Container:
+    """The gateway over the configured ledger, with cooldowns and usage shared through Redis when
+    one is configured, else kept in this process."""
+    from moneta.infrastructure.group_commit import GroupCommitLedger
+    from moneta.infrastructure.providers.registry import default_providers
+
+    environ = dict(environ if environ is not None else environment())
+    location = StoreLocation.from_url(config.database_url)
+    if migrate:
+        migrate_store(location)
+    event_store = location.open()
+    cooldowns, usage = _shared_counters(config)
+    return Container(config=config, location=location, event_store=event_store,
+                     ledger=GroupCommitLedger(event_store), reader=EventStoreReader(event_store),
+                     providers=default_providers(environ), prices=price_book(), tokenizer=tokenizer(),
+                     cooldowns=cooldowns, usage=usage)
+
+
+def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
+    """What a proxy worker serves: the gateway, the read side's queries, the background health
+    checks the config asks for, and a Redis probe for readiness."""
+    from moneta.infrastructure.health_checks import background_health_checks
+
+    container = build(config, environ)
+    store = open_view_store(container.location)
+    container.views = SpendQueries(store)
+    container.on_close(store.close)
+    checks = background_health_checks(config, container.gateway.router, container.providers)
+    if checks is not None:
+        container.background.append(checks)
+    if config.redis_url:
+        from moneta.infrastructure.redis_probe import RedisProbe
+
+        container.probes.append(RedisProbe(config.redis_url))
+    return container
+
+
+def open_view_store(location: StoreLocation) -> ViewStore:
+    return ViewStore.connect(sqlite_path=location.sqlite_path, postgres_dsn=location.postgres_dsn)
+
+
+def _shared_counters(config: GatewayConfig) -> tuple[CooldownStore, UsageMeter]:
+    if config.redis_url:
+        from moneta.infrastructure.cooldowns_redis import RedisCooldownStore
+        from moneta.infrastructure.usage_redis import RedisUsageMeter
+
+        return RedisCooldownStore(config.redis_url), RedisUsageMeter(config.redis_url)
+    from moneta.infrastructure.cooldowns_in_process import InProcessCooldownStore
+    from moneta.infrastructure.usage_in_process import InProcessUsageMeter
+
+    return InProcessCooldownStore(), InProcessUsageMeter()
+
+
+# -- the library: one container per process, built on first use ---------------------------------
+
+_library: Container | None = None
+_library_lock = threading.Lock()
+
+
+def library_container() -> Container:
+    """The library's gateway, from MONETA_CONFIG (or the embedded default) and DATABASE_URL."""
+    global _library
+    with _library_lock:
+        if _library is None:
+            import atexit
+
+            _library = build(library_config(), environment(), migrate=True)
+            atexit.register(_library.close)  # commits what an abandoned stream left queued
+        return _library
+
+
+def library_config() -> GatewayConfig:
+    """The config the library answers with: MONETA_CONFIG's file, read once per path."""
+    return _config_at(os.environ.get("MONETA_CONFIG"))
+
+
+@cache
+def _config_at(path: str | None) -> GatewayConfig:
+    return load_gateway_config(path, environment())
+
+
+@cache
+def price_book() -> PriceBook:
+    from moneta.infrastructure.pricing import PriceTable
+
+    return PriceTable()
+
+
+@cache
+def tokenizer() -> EncodingTokenizer:
+    from moneta.infrastructure.tokenizer import TiktokenCounter
+
+    return TiktokenCounter()
