@@ -9,7 +9,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable
 from uuid import UUID
 
 from moneta.application.admission import Admission
@@ -92,7 +92,7 @@ class Gateway:
 
     async def open_chat_stream(
         self, caller: Caller, body: dict[str, Any], request_id: UUID, call_type: str = "chat"
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Admits the request and opens the provider's stream up to its first chunk, so that
         errors before any output still reach the caller as a status; then streams the rest."""
         stream = self._stream(caller, body, request_id, call_type)
@@ -193,7 +193,7 @@ class Gateway:
 
     async def _stream(
         self, caller: Caller, body: dict[str, Any], request_id: UUID, call_type: str
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         record, first, admitted = await self._admit(call_type, caller, body, request_id, stream=True)
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         started = time.perf_counter()
@@ -247,13 +247,15 @@ class Gateway:
         await asyncio.shield(admitted.settle())
 
 
-async def _prepend(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+async def _prepend(
+    first: dict[str, Any], rest: AsyncGenerator[dict[str, Any], None]
+) -> AsyncGenerator[dict[str, Any], None]:
     try:
         yield first
         async for chunk in rest:
             yield chunk
     finally:
-        await rest.aclose()  # type: ignore[attr-defined]
+        await rest.aclose()
 
 
 def _for(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:

@@ -9,20 +9,20 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from typing import Any, AsyncIterator, Callable, Coroutine
+from typing import Any, Callable, Coroutine, Iterable
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 
+from moneta.api.admission import admit, gateway
 from moneta.api.auth import authenticate
 from moneta.api.body import parse_json, read_body
 from moneta.api.responses import json_response
+from moneta.api.sse import stream_response
 from moneta.application import validation
 from moneta.application.anthropic_messages import to_anthropic_message, to_openai_chat, validate_request
 from moneta.application.anthropic_stream import AnthropicStream
-from moneta.application.gateway import Caller, Gateway
 from moneta.application.tokens import prompt_tokens
 from moneta.domain.errors import GatewayError, InternalServerError, ModelNotFoundError
 from moneta.domain.redaction import redact
@@ -58,16 +58,15 @@ router = APIRouter(route_class=_AnthropicErrors)
 
 @router.post("/v1/messages")
 async def messages(request: Request) -> Response:
-    caller, body, chat, request_id = await _admitted(request)
-    gateway: Gateway = request.app.state.container.gateway
-    message_id = f"msg_{request_id.hex}"
-    if chat.get("stream"):
-        chunks = await gateway.open_chat_stream(caller, chat, request_id, call_type=CALL_TYPE)
-        events = _sse(chunks, AnthropicStream(message_id, body["model"]), _secrets(request))
-        return StreamingResponse(events, media_type="text/event-stream",
-                                 headers={**_ids(request_id), "cache-control": "no-cache"})
-    response = await gateway.chat(caller, chat, request_id, call_type=CALL_TYPE)
-    return json_response(to_anthropic_message(response, message_id, body["model"]), headers=_ids(request_id))
+    call = await admit(request, CALL_TYPE, _checked)
+    message_id = f"msg_{call.request_id.hex}"
+    model = call.body["model"]
+    if call.call.get("stream"):
+        chunks = await gateway(request).open_chat_stream(call.caller, call.call, call.request_id, call_type=CALL_TYPE)
+        return stream_response(chunks, _AnthropicFraming(AnthropicStream(message_id, model)), _secrets(request),
+                               _ids(call.request_id))
+    response = await gateway(request).chat(call.caller, call.call, call.request_id, call_type=CALL_TYPE)
+    return json_response(to_anthropic_message(response, message_id, model), headers=_ids(call.request_id))
 
 
 @router.post("/v1/messages/count_tokens")
@@ -83,42 +82,31 @@ async def count_tokens(request: Request) -> Response:
     return json_response({"input_tokens": total})
 
 
-async def _admitted(request: Request) -> tuple[Caller, dict[str, Any], dict[str, Any], uuid.UUID]:
-    """Authenticates, reads, validates and translates; a refusal of an authenticated caller is recorded."""
-    caller = authenticate(request)
-    request_id = uuid.uuid4()
-    request.state.request_id = str(request_id)
-    body: dict[str, Any] = {}
-    try:
-        body = parse_json(await read_body(request))
-        validate_request(body)
-        chat = to_openai_chat(body)
-        validation.validate_chat(chat)
-    except GatewayError as error:
-        model = body.get("model") if isinstance(body.get("model"), str) else ""
-        await request.app.state.container.gateway.deny(caller, CALL_TYPE, model, error, request_id)
-        raise
-    if chat.get("user") and not caller.end_user:
-        caller = Caller(key_hash=caller.key_hash, end_user=str(chat["user"]))
-    return caller, body, chat, request_id
+def _checked(body: Any) -> dict[str, Any]:
+    """The Messages request, validated and translated to the OpenAI chat the gateway makes."""
+    validate_request(body)
+    chat = to_openai_chat(body)
+    validation.validate_chat(chat)
+    return chat
 
 
-async def _sse(chunks: AsyncIterator[dict[str, Any]], stream: AnthropicStream,
-               secrets: tuple[str, ...]) -> AsyncIterator[bytes]:
-    try:
-        for event in stream.start():
-            yield _event(event)
-        async for chunk in chunks:
-            for event in stream.on_chunk(chunk):
-                yield _event(event)
-        for event in stream.finish():
-            yield _event(event)
-    except GatewayError as error:
-        # Headers are gone already: report in-band, as Anthropic does.
-        error.message = redact(error.message, secrets)
-        yield _event(_anthropic_error(error))
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+class _AnthropicFraming:
+    """Anthropic's named SSE events (`event: <type>`), re-told from the chat chunks."""
+
+    def __init__(self, stream: AnthropicStream) -> None:
+        self._stream = stream
+
+    def start(self) -> Iterable[bytes]:
+        return map(_event, self._stream.start())
+
+    def chunk(self, chunk: dict[str, Any]) -> Iterable[bytes]:
+        return map(_event, self._stream.on_chunk(chunk))
+
+    def finish(self) -> Iterable[bytes]:
+        return map(_event, self._stream.finish())
+
+    def error(self, error: GatewayError) -> bytes:
+        return _event(_anthropic_error(error))
 
 
 def _event(event: dict[str, Any]) -> bytes:
