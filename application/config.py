@@ -6,9 +6,11 @@ facade builds one from call arguments instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from moneta.domain.pricing import TokenPrice
+from moneta.domain.redaction import secrets_in, url_password
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,15 @@ class Deployment:
     order: int | None = None
     price: TokenPrice | None = None
     allow_zero_cost: bool = False
-    extra_params: dict[str, Any] = field(default_factory=dict)
+    extra_params: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold provider credentials
     model_info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         return f"{self.provider}/{self.provider_model}"
+
+    def secrets(self) -> list[str]:
+        return [*([self.api_key] if self.api_key else []), *secrets_in(self.extra_params)]
 
 
 @dataclass(frozen=True)
@@ -48,14 +53,23 @@ class GatewayConfig:
     num_retries: int = 0
     request_timeout: float = 600.0
     drop_params: bool = False
-    router_settings: dict[str, Any] = field(default_factory=dict)
-    litellm_settings: dict[str, Any] = field(default_factory=dict)
-    general_settings: dict[str, Any] = field(default_factory=dict)
+    # The settings as written: they may hold credentials (redis_password, database_url, ...).
+    router_settings: dict[str, Any] = field(default_factory=dict, repr=False)
+    litellm_settings: dict[str, Any] = field(default_factory=dict, repr=False)
+    general_settings: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def model_names(self) -> list[str]:
         return sorted({d.model_name for d in self.deployments})
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret, so that redaction can mask them wherever they appear."""
-        values = [self.master_key, *(d.api_key for d in self.deployments)]
-        return tuple(v for v in values if v)
+        return self._secrets
+
+    @cached_property
+    def _secrets(self) -> tuple[str, ...]:
+        values = [self.master_key, self.database_url, self.redis_url,
+                  url_password(self.database_url or ""), url_password(self.redis_url or ""),
+                  *(secret for d in self.deployments for secret in d.secrets()),
+                  *secrets_in(self.general_settings), *secrets_in(self.router_settings),
+                  *secrets_in(self.litellm_settings)]
+        return tuple(dict.fromkeys(v for v in values if v))

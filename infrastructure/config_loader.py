@@ -17,6 +17,7 @@ import yaml
 from moneta.application.config import Deployment, GatewayConfig
 from moneta.domain.model_ref import ModelRef
 from moneta.domain.pricing import TokenPrice, to_decimal
+from moneta.domain.redaction import SECRET_FIELDS
 
 log = logging.getLogger("moneta.config")
 
@@ -74,16 +75,27 @@ class _Reader:
     unknown: list[str] = field(default_factory=list)
 
     def resolve(self, value: Any, key: str) -> Any:
-        """`os.environ/NAME` references, as LiteLLM writes them."""
+        """`os.environ/NAME` references, as LiteLLM writes them; credentials trimmed."""
         if isinstance(value, str) and value.startswith("os.environ/"):
             name = value[len("os.environ/"):]
             if name not in self.environ:
                 raise ConfigError(f"{key}: environment variable {name} is not set")
-            return self.environ[name]
+            value = self.environ[name]
+        if key.rsplit(".", 1)[-1] in SECRET_FIELDS:
+            return trimmed(value, key)
         return value
 
     def note_unknown(self, section: Mapping[str, Any], known: set[str], where: str) -> None:
         self.unknown.extend(f"{where}{k}" for k in section if k not in known)
+
+
+def trimmed(value: Any, key: str) -> Any:
+    """A credential without the whitespace environment files leave around it (a trailing newline
+    would otherwise lock every client out), with a warning that names the key, never the value."""
+    if isinstance(value, str) and value != value.strip():
+        log.warning("%s had surrounding whitespace; it was trimmed", key)
+        return value.strip()
+    return value
 
 
 def load_config(path: str | Path, environ: Mapping[str, str]) -> GatewayConfig:
@@ -120,7 +132,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
     return GatewayConfig(
         deployments=deployments,
         master_key=reader.resolve(general.get("master_key"), "general_settings.master_key")
-        or environ.get("LITELLM_MASTER_KEY") or environ.get("MONETA_MASTER_KEY"),
+        or _environment_secret(environ, "LITELLM_MASTER_KEY", "MONETA_MASTER_KEY"),
         database_url=environ.get("DATABASE_URL")
         or reader.resolve(general.get("database_url"), "general_settings.database_url"),
         redis_url=_redis_url(router, general, reader, environ),
@@ -133,6 +145,13 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
         litellm_settings=litellm,
         general_settings={k: v for k, v in general.items() if k != "master_key"},
     )
+
+
+def _environment_secret(environ: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        if environ.get(name):
+            return trimmed(environ[name], name)
+    return None
 
 
 def _section(raw: dict, name: str) -> dict:

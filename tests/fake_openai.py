@@ -30,6 +30,7 @@ class FakeOpenAI:
     usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 11, "completion_tokens": 7,
                                                            "total_tokens": 18})
     fail_with: tuple[int, dict[str, Any]] | None = None
+    stream_error: dict[str, Any] | None = None  # an in-band error event sent after the first chunk
     delay_s: float = 0.0
     requests: list[Recorded] = field(default_factory=list)
     port: int = 0
@@ -105,6 +106,10 @@ class FakeOpenAI:
             if index == 0:
                 delta["role"] = "assistant"
             await _send(response, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+            if self.stream_error is not None:
+                await _send(response, {"error": self.stream_error})
+                await response.write_eof()
+                return response
         await _send(response, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if (body.get("stream_options") or {}).get("include_usage"):
             await _send(response, {**base, "choices": [], "usage": self.usage})
