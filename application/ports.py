@@ -99,6 +99,10 @@ class CooldownStore(Protocol):
         """True for the one caller that first sees the deployment serve again after a cooldown."""
         ...
 
+    def close(self) -> None:
+        """Stops whatever keeps the store's view fresh."""
+        ...
+
 
 class UsageMeter(Protocol):
     """Requests and tokens started per deployment in the current minute, against its rpm/tpm;

@@ -44,3 +44,6 @@ class InProcessCooldownStore:
                 return False
             del self._until[deployment_id]
             return True
+
+    def close(self) -> None:
+        """Nothing runs beside an in-process store."""

@@ -3,8 +3,9 @@
 Each decision is one Lua script, so it is atomic across workers: the failure is counted in a
 sliding window, and the one caller whose failure crosses the limit starts the cooldown (and
 so records the event). The cooldowns are one sorted set (`moneta:router:cooldowns`, score =
-end in epoch ms) that each process reads at most once per CACHE_S: routing itself makes no
-round trip. A cooldown stays in the set after it lapses, until a success claims its recovery.
+end in epoch ms) that a thread of each process re-reads every CACHE_S: routing reads that copy
+and never waits for Redis. A cooldown stays in the set after it lapses, until a success claims
+its recovery.
 """
 from __future__ import annotations
 
@@ -58,7 +59,10 @@ class RedisCooldownStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._ends: dict[str, float] = {}
-        self._fresh_until = 0.0
+        self._writes = 0  # local changes: a copy read before one of them is out of date
+        self._closed = threading.Event()
+        self._refresh()  # a new process routes on the shared view from its first request
+        threading.Thread(target=self._keep_fresh, name="moneta-cooldowns", daemon=True).start()
 
     def count_failure(self, deployment_id: str, kind: str, allowed_fails: int, window_s: float,
                       cooldown_s: float) -> float | None:
@@ -76,12 +80,11 @@ class RedisCooldownStore:
             return None
         with self._lock:
             self._ends[deployment_id] = int(ends_ms) / 1000
+            self._writes += 1
         return int(ends_ms) / 1000
 
     def state(self) -> CooldownState:
         now = self._clock()
-        if now >= self._fresh_until:
-            self._refresh(now)
         with self._lock:
             cooling = {d: ends for d, ends in self._ends.items() if ends > now}
             lapsed = frozenset(d for d, ends in self._ends.items() if ends <= now)
@@ -93,18 +96,31 @@ class RedisCooldownStore:
         except redis.RedisError as error:
             log.warning("redis: recovery of %s not claimed (%s)", deployment_id, type(error).__name__)
             return False
+        if not claimed:
+            return False  # still cooling, or claimed elsewhere: the refresher brings the set
         with self._lock:
             self._ends.pop(deployment_id, None)
-        return bool(claimed)
+            self._writes += 1
+        return True
 
-    def _refresh(self, now: float) -> None:
+    def close(self) -> None:
+        self._closed.set()
+
+    def _keep_fresh(self) -> None:
+        pause = self._cache_s
+        while not self._closed.wait(pause):
+            # Keep routing on what we last knew while Redis fails, and try again after a while.
+            pause = self._cache_s if self._refresh() else _RETRY_AFTER_ERROR_S
+
+    def _refresh(self) -> bool:
+        with self._lock:
+            writes = self._writes
         try:
             rows = self._redis.zrange(COOLDOWNS, 0, -1, withscores=True)
         except redis.RedisError as error:
-            # Keep routing on what we last knew, and do not stall every request on a dead server.
             log.warning("redis: cooldowns not refreshed (%s)", type(error).__name__)
-            self._fresh_until = now + _RETRY_AFTER_ERROR_S
-            return
+            return False
         with self._lock:
-            self._ends = {member.decode(): score / 1000 for member, score in rows}
-        self._fresh_until = now + self._cache_s
+            if writes == self._writes:
+                self._ends = {member.decode(): score / 1000 for member, score in rows}
+        return True

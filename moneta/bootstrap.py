@@ -79,6 +79,7 @@ class Container:
         self.ledger.close()  # commits what is queued before the store goes away
         for action in reversed(self._closing):
             action()
+        self.cooldowns.close()
         self.event_store.close()
 
 

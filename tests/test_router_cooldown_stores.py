@@ -1,6 +1,7 @@
 """The cooldown store contract, in process and in Redis, and the deployment health aggregate."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -8,6 +9,14 @@ import pytest
 from moneta.domain.deployment_health import DeploymentHealth, health_id
 from moneta.infrastructure.cooldowns_in_process import InProcessCooldownStore
 from moneta.infrastructure.cooldowns_redis import COOLDOWNS, RedisCooldownStore
+
+
+def eventually(read, expected, timeout_s: float = 5.0):
+    """What `read()` returns once it equals `expected` (the Redis store refreshes in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while (value := read()) != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
 
 
 class Clock:
@@ -23,7 +32,7 @@ def store_and_clock(request):
     clock = Clock()
     if request.param == "in_process":
         return InProcessCooldownStore(clock), clock
-    return RedisCooldownStore(request.getfixturevalue("redis_url"), cache_s=0, clock=clock), clock
+    return RedisCooldownStore(request.getfixturevalue("redis_url"), cache_s=0.01, clock=clock), clock
 
 
 def test_a_cooldown_starts_once_the_window_holds_more_than_allowed(store_and_clock):
@@ -57,24 +66,31 @@ def test_redis_keys_are_namespaced_and_shared_between_stores(redis_url):
     import redis
 
     clock = Clock()
-    first = RedisCooldownStore(redis_url, cache_s=0, clock=clock)
-    second = RedisCooldownStore(redis_url, cache_s=0, clock=clock)
+    first = RedisCooldownStore(redis_url, cache_s=0.01, clock=clock)
+    second = RedisCooldownStore(redis_url, cache_s=0.01, clock=clock)
     assert first.count_failure("d1", "InternalServerError", 1, 60, 10) is None
     assert second.count_failure("d1", "InternalServerError", 1, 60, 10) is not None  # the shared count crossed 1
-    assert first.state().cooling.keys() == {"d1"}
+    assert eventually(lambda: first.state().cooling.keys(), {"d1"}) == {"d1"}
     keys = redis.Redis.from_url(redis_url).keys("*")
     assert keys and all(k.startswith(b"moneta:") for k in keys) and COOLDOWNS.encode() in keys
 
 
-def test_redis_store_caches_the_cooldown_set_between_refreshes(redis_url):
+def test_redis_store_routes_on_a_copy_that_a_thread_of_its_own_refreshes(redis_url):
     clock = Clock()
-    reader = RedisCooldownStore(redis_url, cache_s=1.0, clock=clock)
-    writer = RedisCooldownStore(redis_url, cache_s=0, clock=clock)
-    assert reader.state().cooling == {}
+    writer = RedisCooldownStore(redis_url, cache_s=0.01, clock=clock)
     writer.count_failure("d1", "RateLimitError", 0, 60, 30)
-    assert reader.state().cooling == {}  # within its cache interval: no round trip
-    clock.now += 1.0
-    assert reader.state().cooling.keys() == {"d1"}
+    reader = RedisCooldownStore(redis_url, cache_s=0.05, clock=clock)
+    assert reader.state().cooling.keys() == {"d1"}  # loaded before its first use
+    writer.count_failure("d2", "RateLimitError", 0, 60, 30)
+    assert eventually(lambda: reader.state().cooling.keys(), {"d1", "d2"}) == {"d1", "d2"}
+
+    calls = []
+    reader._redis.zrange = lambda *args, **kwargs: calls.append(1) or []  # noqa: SLF001 - counts round trips
+    for _ in range(1000):
+        reader.state()
+    assert len(calls) <= 2  # the refresher's, every 50 ms: routing itself made none
+    for store in (writer, reader):
+        store.close()
 
 
 def test_deployment_health_records_only_changes_of_state():

@@ -205,7 +205,9 @@ class DeploymentRouter:
 
     async def on_success(self, deployment: Deployment, latency_ms: float) -> None:
         self.stats.answered(deployment.id, latency_ms)
-        if deployment.id in self.cooldowns.state().lapsed and self.cooldowns.claim_recovery(deployment.id):
+        if deployment.id not in self.cooldowns.state().lapsed:
+            return
+        if await asyncio.to_thread(self.cooldowns.claim_recovery, deployment.id):
             if self._journal is not None:
                 await self._journal.recovered(deployment)
 
