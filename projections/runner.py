@@ -4,6 +4,9 @@ Each page of the notification log is applied to every view and the projection's 
 advanced in the same transaction, after locking the tracking row (Postgres `FOR UPDATE`,
 SQLite `BEGIN IMMEDIATE`) and re-reading the position under the lock: several runners, in
 several processes, may run over the same log and each event is still applied once.
+
+Each view applies a whole page at once (`apply_page`), in a few statements however many events
+the page holds.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from eventsourcing.application import Application
 from eventsourcing.utils import resolve_topic
 
 from moneta.projections import deployment_health, spend_log, tracking, usage_report
+from moneta.projections.page import Page
 from moneta.projections.view_store import ViewStore
 
 log = logging.getLogger("moneta.projections")
@@ -100,11 +104,10 @@ class ProjectionRunner:
         with self.store.transaction() as cur:
             start = tracking.lock(cur, self.name)
             notifications = self.app.recorder.select_notifications(start, self.page_size, inclusive_of_start=False)
-            for notification in notifications:
-                if resolve_topic(notification.topic) in self._types:
-                    event = self.app.mapper.to_domain_event(notification)
-                    for view in self.views:
-                        view.apply(cur, event)
+            page = Page([self.app.mapper.to_domain_event(notification) for notification in notifications
+                         if resolve_topic(notification.topic) in self._types])
+            for view in self.views:
+                view.apply_page(cur, page)
             end = notifications[-1].id if notifications else start
             tracking.advance(cur, self.name, end)
         self._set_known(end)
