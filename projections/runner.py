@@ -31,7 +31,7 @@ DEFAULT_NAME = "spend"
 DEFAULT_VIEWS: tuple[ModuleType, ...] = (spend_log, usage_report, deployment_health)  # usage_report after spend_log
 _SCHEMA_LOCK_ID = 0x6D6F6E657461 + 1  # next to the ledger's migrate lock
 _MIN_BACKOFF_S, _MAX_BACKOFF_S = 0.1, 10.0
-HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_INTERVAL_S = 1.0  # at most; an idle runner beats once a poll (a second by default, NOTIFY or not)
 
 
 class ProjectionRunner:

@@ -1,9 +1,10 @@
 """Where read models live: a SQLite file or a Postgres database, behind one small SQL dialect.
 
 View SQL is written once, with `?` placeholders and the column types `{money}`, `{timestamp}`
-and `{json}`; the store translates. A list of any length is one parameter, tested with `any_of`. Money stays Decimal end to end: NUMERIC on Postgres, and
-on SQLite decimal text added and summed by the functions `dec_add` and `dec_sum` registered on
-each connection, because SQLite's own arithmetic on text goes through float.
+and `{json}`; the store translates. A list of any length is one parameter, tested with `any_of`.
+Money stays Decimal end to end: NUMERIC on Postgres, and on SQLite decimal text added and summed
+by the functions `dec_add` and `dec_sum` registered on each connection, because SQLite's own
+arithmetic on text goes through float.
 """
 from __future__ import annotations
 
