@@ -4,25 +4,34 @@ Each page of the notification log is applied to every view and the projection's 
 advanced in the same transaction, after locking the tracking row (Postgres `FOR UPDATE`,
 SQLite `BEGIN IMMEDIATE`) and re-reading the position under the lock: several runners, in
 several processes, may run over the same log and each event is still applied once.
+
+Each view applies a whole page at once (`apply_page`), in a few statements however many events
+the page holds. Committed pages, and about once a second an idle runner, record a heartbeat in
+the tracking row: `status.read_status` tells from it whether the read side is alive.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from types import ModuleType
 
 from eventsourcing.application import Application
 from eventsourcing.utils import resolve_topic
 
 from moneta.projections import deployment_health, spend_log, tracking, usage_report
+from moneta.projections.page import Page
 from moneta.projections.view_store import ViewStore
 
 log = logging.getLogger("moneta.projections")
 
+DEFAULT_NAME = "spend"
 DEFAULT_VIEWS: tuple[ModuleType, ...] = (spend_log, usage_report, deployment_health)  # usage_report after spend_log
 _SCHEMA_LOCK_ID = 0x6D6F6E657461 + 1  # next to the ledger's migrate lock
 _MIN_BACKOFF_S, _MAX_BACKOFF_S = 0.1, 10.0
+HEARTBEAT_INTERVAL_S = 1.0  # at most; an idle runner beats once a poll (a second by default, NOTIFY or not)
 
 
 class ProjectionRunner:
@@ -31,7 +40,7 @@ class ProjectionRunner:
         app: Application,
         store: ViewStore,
         *,
-        name: str = "spend",
+        name: str = DEFAULT_NAME,
         views: Sequence[ModuleType] = DEFAULT_VIEWS,
         page_size: int = 500,
         listen_dsn: str | None = None,
@@ -55,6 +64,7 @@ class ProjectionRunner:
         self._advanced = threading.Condition()
         self._thread: threading.Thread | None = None
         self.min_interval_s = min_interval_s
+        self._last_beat = -HEARTBEAT_INTERVAL_S  # time.monotonic() of the last heartbeat written
 
     # -- schema --------------------------------------------------------------------------------
 
@@ -65,6 +75,7 @@ class ProjectionRunner:
                 cur.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_ID,))
             for statement in (*tracking.DDL, *(ddl for view in self.views for ddl in view.DDL)):
                 cur.execute(self.store.ddl(statement))
+            tracking.upgrade(cur)
             tracking.ensure(cur, self.name)
 
     def rebuild(self) -> int:
@@ -73,7 +84,7 @@ class ProjectionRunner:
             tracking.lock(cur, self.name)
             for table in (table for view in self.views for table in view.TABLES):
                 cur.execute(f"DELETE FROM {table}")
-            tracking.advance(cur, self.name, 0)
+            tracking.advance(cur, self.name, 0, datetime.now(UTC))
         self._set_known(0)
         return self.catch_up()
 
@@ -100,15 +111,23 @@ class ProjectionRunner:
         with self.store.transaction() as cur:
             start = tracking.lock(cur, self.name)
             notifications = self.app.recorder.select_notifications(start, self.page_size, inclusive_of_start=False)
-            for notification in notifications:
-                if resolve_topic(notification.topic) in self._types:
-                    event = self.app.mapper.to_domain_event(notification)
-                    for view in self.views:
-                        view.apply(cur, event)
+            page = Page([self.app.mapper.to_domain_event(notification) for notification in notifications
+                         if resolve_topic(notification.topic) in self._types])
+            for view in self.views:
+                view.apply_page(cur, page)
             end = notifications[-1].id if notifications else start
-            tracking.advance(cur, self.name, end)
+            tracking.advance(cur, self.name, end, datetime.now(UTC))
+        self._last_beat = time.monotonic()
         self._set_known(end)
         return len(notifications)
+
+    def _beat_if_due(self) -> None:
+        """An idle runner proves it is alive too, but writes no more than once an interval."""
+        if time.monotonic() - self._last_beat < HEARTBEAT_INTERVAL_S:
+            return
+        with self.store.transaction() as cur:
+            tracking.beat(cur, self.name, datetime.now(UTC))
+        self._last_beat = time.monotonic()
 
     def _set_known(self, position: int) -> None:
         with self._advanced:
@@ -139,6 +158,7 @@ class ProjectionRunner:
                 try:
                     self._waker.prepare()  # listen before reading, so no notification falls between
                     self.catch_up()
+                    self._beat_if_due()
                     backoff = _MIN_BACKOFF_S
                     self._stopping.wait(self.min_interval_s)
                     self._waker.wait()

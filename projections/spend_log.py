@@ -3,15 +3,20 @@
 Admitted opens the row as 'pending' (in flight; queries leave those out), each AttemptFailed
 counts an attempt and names the deployment tried, and the outcome event completes the row.
 A Denied request is a whole row at once.
+
+A page costs two statements: one read of the rows its events touch, then one upsert of those
+rows, brought up to date in memory event by event.
 """
 from __future__ import annotations
 
 import json
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from moneta.domain.request_record import RequestRecord
-from moneta.projections.view_store import ViewCursor, as_datetime
+from moneta.projections.page import Page
+from moneta.projections.view_store import ViewCursor, as_datetime, upsert_sql
 
 TABLES = ("spend_logs",)
 DDL = (
@@ -51,105 +56,107 @@ EVENT_TYPES = (
     RequestRecord.Failed,
 )
 
-_OPEN_COLUMNS = "request_id, call_type, api_key, end_user, model, model_group, start_time"
+COLUMNS = (
+    "request_id", "call_type", "api_key", "end_user", "model", "model_group", "model_id", "custom_llm_provider",
+    "provider_model", "start_time", "end_time", "completion_start_time", "prompt_tokens", "completion_tokens",
+    "total_tokens", "spend", "status", "attempts", "error_type", "status_code", "price_source", "metadata",
+)
+_UPSERT = upsert_sql("spend_logs", COLUMNS, key=("request_id",))
+_OUTCOMES = (RequestRecord.Denied, RequestRecord.Completed, RequestRecord.Failed)
 
 
-def apply(cur: ViewCursor, event: Any) -> None:
+def apply_page(cur: ViewCursor, page: Page) -> None:
+    events = [event for event in page.events if isinstance(event, EVENT_TYPES)]
+    if not events:
+        return
+    rows = _read(cur, sorted({str(event.originator_id) for event in events}))
+    for event in events:
+        _apply(rows, event)
+    cur.executemany(_UPSERT, [[_stored(row, column) for column in COLUMNS] for row in rows.values()])
+    ended = [str(event.originator_id) for event in events if isinstance(event, _OUTCOMES)]
+    page.ended_requests = [rows[request_id] for request_id in ended if request_id in rows]
+
+
+def _read(cur: ViewCursor, request_ids: list[str]) -> dict[str, dict[str, Any]]:
+    found = cur.execute(f"SELECT {', '.join(COLUMNS)} FROM spend_logs WHERE {cur.any_of('request_id')}",
+                        (request_ids,)).all()
+    for row in found:
+        if isinstance(row["metadata"], str):  # SQLite keeps JSON as text
+            row["metadata"] = json.loads(row["metadata"])
+    return {row["request_id"]: row for row in found}
+
+
+def _stored(row: dict[str, Any], column: str) -> Any:
+    return json.dumps(row[column]) if column == "metadata" else row[column]
+
+
+def _apply(rows: dict[str, dict[str, Any]], event: Any) -> None:
+    request_id = str(event.originator_id)
     if isinstance(event, RequestRecord.Admitted):
-        _open(cur, event, status="pending", metadata={})
-    elif isinstance(event, RequestRecord.Denied):
-        _deny(cur, event)
-    elif isinstance(event, RequestRecord.AttemptFailed):
-        _count_attempt(cur, event)
+        rows[request_id] = _opened(event, status="pending", metadata={})
+        return
+    if isinstance(event, RequestRecord.Denied):
+        rows[request_id] = _opened(event, status="denied", metadata={"code": event.code, "reason": event.reason})
+        rows[request_id].update(end_time=event.timestamp, error_type=event.error_type, status_code=event.status_code)
+        return
+    row = rows.get(request_id)
+    if row is None:  # never opened: nothing to update
+        return
+    if isinstance(event, RequestRecord.AttemptFailed):
+        row.update(attempts=row["attempts"] + 1, model_id=event.deployment_id, custom_llm_provider=event.provider,
+                   provider_model=event.provider_model)
     elif isinstance(event, RequestRecord.Completed):  # Interrupted too: it is a subclass
-        _complete(cur, event)
+        row.update(_completed(event, row["start_time"]))
     elif isinstance(event, RequestRecord.Failed):
-        _fail(cur, event)
+        row.update(end_time=event.timestamp, status="failure", error_type=event.error_type,
+                   status_code=event.status_code, metadata={"reason": event.reason})
 
 
-def _open(cur: ViewCursor, event: Any, *, status: str, metadata: dict[str, Any]) -> None:
-    cur.execute(
-        f"INSERT INTO spend_logs ({_OPEN_COLUMNS}, status, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            str(event.originator_id),
-            event.call_type,
-            event.key_hash,
-            event.end_user,
-            event.model_group,
-            event.model_group,
-            event.timestamp,
-            status,
-            json.dumps(metadata),
-        ),
+def _opened(event: Any, *, status: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    row = dict.fromkeys(COLUMNS)
+    row.update(
+        request_id=str(event.originator_id),
+        call_type=event.call_type,
+        api_key=event.key_hash,
+        end_user=event.end_user,
+        model=event.model_group,
+        model_group=event.model_group,
+        start_time=event.timestamp,
+        prompt_tokens=0,
+        completion_tokens=0,
+        total_tokens=0,
+        spend=Decimal(0),
+        status=status,
+        attempts=0,
+        metadata=metadata,
     )
+    return row
 
 
-def _deny(cur: ViewCursor, event: Any) -> None:
-    _open(cur, event, status="denied", metadata={"code": event.code, "reason": event.reason})
-    cur.execute(
-        "UPDATE spend_logs SET end_time = ?, error_type = ?, status_code = ? WHERE request_id = ?",
-        (event.timestamp, event.error_type, event.status_code, str(event.originator_id)),
-    )
-
-
-def _count_attempt(cur: ViewCursor, event: Any) -> None:
-    cur.execute(
-        "UPDATE spend_logs SET attempts = attempts + 1, model_id = ?, custom_llm_provider = ?,"
-        " provider_model = ? WHERE request_id = ?",
-        (event.deployment_id, event.provider, event.provider_model, str(event.originator_id)),
-    )
-
-
-def _complete(cur: ViewCursor, event: Any) -> None:
-    interrupted = isinstance(event, RequestRecord.Interrupted)
+def _completed(event: Any, start_time: Any) -> dict[str, Any]:
     usage = event.usage
     prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-    metadata = {
-        "usage_estimated": bool(getattr(event, "usage_estimated", False)),
-        "finish_reason": event.finish_reason,
-        "latency_ms": event.latency_ms,
-        "first_token_ms": event.first_token_ms,
-        "cached_tokens": usage.get("cached_tokens", 0),
-        "reasoning_tokens": usage.get("reasoning_tokens", 0),
+    first_token = None
+    if event.first_token_ms is not None:
+        first_token = as_datetime(start_time) + timedelta(milliseconds=event.first_token_ms)
+    return {
+        "model_id": event.deployment_id,
+        "custom_llm_provider": event.provider,
+        "provider_model": event.provider_model,
+        "end_time": event.timestamp,
+        "completion_start_time": first_token,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "spend": event.cost,
+        "status": "client_disconnected" if isinstance(event, RequestRecord.Interrupted) else "success",
+        "price_source": event.price_source,
+        "metadata": {
+            "usage_estimated": bool(getattr(event, "usage_estimated", False)),
+            "finish_reason": event.finish_reason,
+            "latency_ms": event.latency_ms,
+            "first_token_ms": event.first_token_ms,
+            "cached_tokens": usage.get("cached_tokens", 0),
+            "reasoning_tokens": usage.get("reasoning_tokens", 0),
+        },
     }
-    cur.execute(
-        "UPDATE spend_logs SET model_id = ?, custom_llm_provider = ?, provider_model = ?,"
-        " end_time = ?, completion_start_time = ?, prompt_tokens = ?, completion_tokens = ?,"
-        " total_tokens = ?, spend = ?, status = ?, price_source = ?, metadata = ? WHERE request_id = ?",
-        (
-            event.deployment_id,
-            event.provider,
-            event.provider_model,
-            event.timestamp,
-            _first_token_time(cur, event),
-            prompt,
-            completion,
-            prompt + completion,
-            event.cost,
-            "client_disconnected" if interrupted else "success",
-            event.price_source,
-            json.dumps(metadata),
-            str(event.originator_id),
-        ),
-    )
-
-
-def _fail(cur: ViewCursor, event: Any) -> None:
-    cur.execute(
-        "UPDATE spend_logs SET end_time = ?, status = 'failure', error_type = ?, status_code = ?,"
-        " metadata = ? WHERE request_id = ?",
-        (
-            event.timestamp,
-            event.error_type,
-            event.status_code,
-            json.dumps({"reason": event.reason}),
-            str(event.originator_id),
-        ),
-    )
-
-
-def _first_token_time(cur: ViewCursor, event: Any) -> Any:
-    if event.first_token_ms is None:
-        return None
-    row = cur.execute("SELECT start_time FROM spend_logs WHERE request_id = ?", (str(event.originator_id),)).one()
-    return as_datetime(row["start_time"]) + timedelta(milliseconds=event.first_token_ms)

@@ -1,9 +1,22 @@
-"""How far each projection has read the notification log, kept in the views' own database."""
+"""How far each projection has read the notification log, and when its runner last proved alive,
+kept in the views' own database."""
 from __future__ import annotations
 
-from moneta.projections.view_store import ViewCursor
+from datetime import datetime
+from typing import Any
 
-DDL = ("CREATE TABLE IF NOT EXISTS projection_tracking (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",)
+from moneta.projections.view_store import ViewCursor, as_datetime
+
+DDL = (
+    "CREATE TABLE IF NOT EXISTS projection_tracking"
+    " (name TEXT PRIMARY KEY, position BIGINT NOT NULL, heartbeat_at {timestamp})",
+)
+
+
+def upgrade(cur: ViewCursor) -> None:
+    """Brings a tracking table created by an older version up to DDL."""
+    if "heartbeat_at" not in cur.columns("projection_tracking"):
+        cur.execute(cur.ddl("ALTER TABLE projection_tracking ADD COLUMN heartbeat_at {timestamp}"))
 
 
 def ensure(cur: ViewCursor, name: str) -> None:
@@ -27,5 +40,18 @@ def read(cur: ViewCursor, name: str) -> int:
     return 0 if row is None else int(row["position"])
 
 
-def advance(cur: ViewCursor, name: str, position: int) -> None:
-    cur.execute("UPDATE projection_tracking SET position = ? WHERE name = ?", (position, name))
+def read_all(cur: ViewCursor) -> list[dict[str, Any]]:
+    """Every projection's `name`, `position` and `heartbeat_at` (None if its runner never ran)."""
+    rows = cur.execute("SELECT name, position, heartbeat_at FROM projection_tracking ORDER BY name").all()
+    for row in rows:
+        row["position"] = int(row["position"])
+        row["heartbeat_at"] = as_datetime(row["heartbeat_at"])
+    return rows
+
+
+def advance(cur: ViewCursor, name: str, position: int, now: datetime) -> None:
+    cur.execute("UPDATE projection_tracking SET position = ?, heartbeat_at = ? WHERE name = ?", (position, now, name))
+
+
+def beat(cur: ViewCursor, name: str, now: datetime) -> None:
+    cur.execute("UPDATE projection_tracking SET heartbeat_at = ? WHERE name = ?", (now, name))

@@ -1,15 +1,20 @@
 """The usage report: per UTC day of the outcome, api key, end user and model, what was asked and spent.
 
-It is derived from the spend log row the same page has just completed, so it must be applied
-after `spend_log` in the runner. Denied requests count as requests with zero spend; the end
-user is part of the grain so that the report can group by customer.
+It is derived from the spend log rows of the requests that ended in the page (`Page.ended_requests`),
+so it must be applied after `spend_log` in the runner. Denied requests count as requests with
+zero spend; the end user is part of the grain so that the report can group by customer.
+
+A page costs one statement: the page's totals are summed per row of the report first, because
+one upsert may not touch the same row twice.
 """
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from typing import Any
 
 from moneta.domain.request_record import RequestRecord
-from moneta.projections.view_store import ViewCursor, as_datetime
+from moneta.projections.page import Page
+from moneta.projections.view_store import ViewCursor, as_datetime, exact_sum, upsert_sql
 
 TABLES = ("usage_daily",)
 DDL = (
@@ -48,36 +53,30 @@ _STATUS_COUNTER = {
     "client_disconnected": "interrupted_requests",
     "denied": "denied_requests",
 }
+_KEY = ("day", "api_key", "end_user", "model")
 
 
-def apply(cur: ViewCursor, event: Any) -> None:
-    if not isinstance(event, EVENT_TYPES):
-        return
-    row = cur.execute(
-        "SELECT api_key, end_user, model, end_time, status, prompt_tokens, completion_tokens,"
-        " total_tokens, spend FROM spend_logs WHERE request_id = ?",
-        (str(event.originator_id),),
-    ).one()
-    _add(cur, row)
+def apply_page(cur: ViewCursor, page: Page) -> None:
+    counts: dict[tuple[str, ...], Counter[str]] = defaultdict(Counter)
+    spends: dict[tuple[str, ...], list[Any]] = defaultdict(list)
+    for row in page.ended_requests:
+        key = (as_datetime(row["end_time"]).date().isoformat(), row["api_key"], row["end_user"], row["model"])
+        counts[key].update(_counts(row))
+        spends[key].append(row["spend"])
+    if counts:
+        cur.executemany(_upsert(cur), [
+            (*key, *(counts[key][name] for name in COUNTERS), exact_sum(spends[key])) for key in counts])
 
 
-def _add(cur: ViewCursor, row: dict[str, Any]) -> None:
-    counts = {name: 0 for name in COUNTERS}
-    counts.update(requests=1, prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"])
-    counts["total_tokens"] = row["total_tokens"]
+def _counts(row: dict[str, Any]) -> dict[str, int]:
+    counts = dict.fromkeys(COUNTERS, 0)
+    counts.update(requests=1, prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
+                  total_tokens=row["total_tokens"])
     counts[_STATUS_COUNTER[row["status"]]] = 1
-    updates = ", ".join(f"{name} = usage_daily.{name} + excluded.{name}" for name in COUNTERS)
-    cur.execute(
-        f"INSERT INTO usage_daily (day, api_key, end_user, model, {', '.join(COUNTERS)}, spend)"
-        f" VALUES (?, ?, ?, ?, {', '.join('?' for _ in COUNTERS)}, ?)"
-        f" ON CONFLICT (day, api_key, end_user, model) DO UPDATE SET {updates},"
-        f" spend = {cur.money_add('usage_daily.spend', 'excluded.spend')}",
-        (
-            as_datetime(row["end_time"]).date().isoformat(),
-            row["api_key"],
-            row["end_user"],
-            row["model"],
-            *counts.values(),
-            row["spend"],
-        ),
-    )
+    return counts
+
+
+def _upsert(cur: ViewCursor) -> str:
+    added = [f"{name} = usage_daily.{name} + excluded.{name}" for name in COUNTERS]
+    added.append(f"spend = {cur.money_add('usage_daily.spend', 'excluded.spend')}")
+    return upsert_sql("usage_daily", (*_KEY, *COUNTERS, "spend"), key=_KEY, updates=added)

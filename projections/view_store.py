@@ -1,18 +1,20 @@
 """Where read models live: a SQLite file or a Postgres database, behind one small SQL dialect.
 
 View SQL is written once, with `?` placeholders and the column types `{money}`, `{timestamp}`
-and `{json}`; the store translates. Money stays Decimal end to end: NUMERIC on Postgres, and
-on SQLite decimal text added and summed by the functions `dec_add` and `dec_sum` registered on
-each connection, because SQLite's own arithmetic on text goes through float.
+and `{json}`; the store translates. A list of any length is one parameter, tested with `any_of`.
+Money stays Decimal end to end: NUMERIC on Postgres, and on SQLite decimal text added and summed
+by the functions `dec_add` and `dec_sum` registered on each connection, because SQLite's own
+arithmetic on text goes through float.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import MAX_PREC, Decimal, localcontext
 from typing import Any
 
 _SQLITE_TYPES = {"money": "TEXT", "timestamp": "TEXT", "json": "TEXT"}
@@ -31,6 +33,10 @@ class ViewCursor:
         self._cursor.execute(self._store.translate(sql), [self._store.adapt(p) for p in params])
         return self
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for many rows (psycopg sends them in one pipeline)."""
+        self._cursor.executemany(self._store.translate(sql), [[self._store.adapt(p) for p in row] for row in rows])
+
     def one(self) -> dict[str, Any] | None:
         row = self._cursor.fetchone()
         return None if row is None else dict(row)
@@ -44,12 +50,22 @@ class ViewCursor:
     def money_sum(self, column: str) -> str:
         return self._store.money_sum(column)
 
+    def any_of(self, column: str) -> str:
+        return self._store.any_of(column)
+
+    def ddl(self, statement: str) -> str:
+        return self._store.ddl(statement)
+
+    def columns(self, table: str) -> set[str]:
+        return {row["name"] for row in self.execute(self._store.columns_sql, (table,)).all()}
+
 
 class ViewStore(ABC):
     """Opens the store named by a SQLite file path or a Postgres DSN (exactly one of them)."""
 
     dialect: str
     for_update: str
+    columns_sql: str  # the names of a table's columns, as `name`
 
     @staticmethod
     def connect(*, sqlite_path: str | None = None, postgres_dsn: str | None = None) -> ViewStore:
@@ -74,6 +90,10 @@ class ViewStore(ABC):
     def money_sum(self, column: str) -> str:
         return f"COALESCE(SUM({column}), 0)"
 
+    def any_of(self, column: str) -> str:
+        """A condition: `column` is one of the values of the list given as its one parameter."""
+        return f"{column} = ANY(?)"
+
     @abstractmethod
     def transaction(self) -> AbstractContextManager[ViewCursor]:
         """A write transaction: on SQLite it takes the write lock at once (BEGIN IMMEDIATE)."""
@@ -90,6 +110,7 @@ class ViewStore(ABC):
 class SqliteViewStore(ViewStore):
     dialect = "sqlite"
     for_update = ""
+    columns_sql = "SELECT name FROM pragma_table_info(?)"
 
     def __init__(self, path: str, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
@@ -100,6 +121,8 @@ class SqliteViewStore(ViewStore):
             return str(value)
         if isinstance(value, datetime):
             return iso_utc(value)
+        if isinstance(value, list):
+            return json.dumps([self.adapt(item) for item in value])
         return value
 
     def money_add(self, left: str, right: str) -> str:
@@ -107,6 +130,9 @@ class SqliteViewStore(ViewStore):
 
     def money_sum(self, column: str) -> str:
         return f"COALESCE(dec_sum({column}), '0')"
+
+    def any_of(self, column: str) -> str:
+        return f"{column} IN (SELECT value FROM json_each(?))"
 
     @contextmanager
     def transaction(self) -> Iterator[ViewCursor]:
@@ -145,6 +171,8 @@ class SqliteViewStore(ViewStore):
 class PostgresViewStore(ViewStore):
     dialect = "postgres"
     for_update = " FOR UPDATE"
+    columns_sql = ("SELECT column_name AS name FROM information_schema.columns"
+                   " WHERE table_schema = current_schema() AND table_name = ?")
 
     def __init__(self, dsn: str, max_connections: int = 4) -> None:
         from psycopg.rows import dict_row
@@ -172,6 +200,13 @@ class PostgresViewStore(ViewStore):
         self._pool.close()
 
 
+def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str], updates: Sequence[str] = ()) -> str:
+    """Inserts a row of `columns`; on a conflicting `key`, applies `updates` (by default, takes the new values)."""
+    updates = updates or [f"{column} = excluded.{column}" for column in columns if column not in key]
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+            f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {', '.join(updates)}")
+
+
 def iso_utc(value: datetime) -> str:
     """The one text form of a timestamp in SQLite, so that text order is time order."""
     return value.astimezone(UTC).isoformat(timespec="microseconds")
@@ -179,6 +214,13 @@ def iso_utc(value: datetime) -> str:
 
 def as_decimal(value: Any) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(value)
+
+
+def exact_sum(values: Iterable[Any]) -> Decimal:
+    """Adds money without rounding (the default context rounds to 28 digits; NUMERIC never does)."""
+    with localcontext() as context:
+        context.prec = MAX_PREC
+        return sum((as_decimal(value) for value in values), Decimal(0))
 
 
 def as_datetime(value: Any) -> datetime | None:
