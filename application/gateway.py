@@ -24,6 +24,7 @@ from moneta.application.ports import (
 )
 from moneta.application.routing import DeploymentRouter, Route
 from moneta.application.streaming import StreamTally
+from moneta.application.tokens import count_messages_async, count_text_async
 from moneta.domain.errors import GatewayError
 from moneta.domain.redaction import redact
 from moneta.domain.request_record import RequestRecord
@@ -150,7 +151,7 @@ class Gateway:
     ) -> dict[str, Any]:
         record, first, admitted = await self._admit(call_type, caller, body, request_id, stream=False)
         response, deployment, latency_ms = await self._attempt(record, first, admitted, body, invoke, stream=False)
-        usage = _usage_of(call_type, response) or self._estimate_usage(deployment, body, response)
+        usage = _usage_of(call_type, response) or await self._estimate_usage(deployment, body, response)
         quote = self.prices.quote(deployment, usage, _now())
         record.complete(
             deployment_id=deployment.id,
@@ -179,15 +180,17 @@ class Gateway:
             await admitted.settle()
             raise
 
-    def _estimate_usage(self, deployment: Deployment, body: dict[str, Any], response: dict[str, Any]) -> Usage:
+    async def _estimate_usage(self, deployment: Deployment, body: dict[str, Any], response: dict[str, Any]) -> Usage:
         """For a provider that reports no usage: count the tokens ourselves rather than bill $0."""
         model = deployment.provider_model
         prompt = body.get("messages") or body.get("prompt") or body.get("input") or ""
-        prompt_tokens = (self.tokenizer.count_messages(model, prompt) if isinstance(prompt, list)
-                         and prompt and isinstance(prompt[0], dict) else self.tokenizer.count_text(model, str(prompt)))
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict):
+            prompt_tokens = await count_messages_async(self.tokenizer, model, prompt)
+        else:
+            prompt_tokens = await count_text_async(self.tokenizer, model, str(prompt))
         texts = [(c.get("message") or {}).get("content") or c.get("text") or "" for c in response.get("choices") or []]
-        return Usage(prompt_tokens=prompt_tokens,
-                     completion_tokens=sum(self.tokenizer.count_text(model, str(t)) for t in texts))
+        completion = await count_text_async(self.tokenizer, model, "".join(str(t) for t in texts))
+        return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion)
 
     # -- streams -----------------------------------------------------------------------------
 
@@ -227,7 +230,7 @@ class Gateway:
         started: float,
         finished: bool,
     ) -> None:
-        usage, estimated = tally.usage_or_estimate(self.tokenizer, deployment.provider_model, body)
+        usage, estimated = await tally.usage_or_estimate(self.tokenizer, deployment.provider_model, body)
         quote = self.prices.quote(deployment, usage, _now())
         common = dict(
             deployment_id=deployment.id,

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moneta.application.ports import Tokenizer
+from moneta.application.tokens import count_messages_async, count_text_async
 from moneta.domain.usage import Usage
 
 
@@ -40,10 +41,10 @@ class StreamTally:
             return None  # the usage-only final chunk the gateway asked for on its own account
         return {k: v for k, v in chunk.items() if k != "usage"}
 
-    def usage_or_estimate(self, tokenizer: Tokenizer, model: str, body: dict[str, Any]) -> tuple[Usage, bool]:
+    async def usage_or_estimate(self, tokenizer: Tokenizer, model: str, body: dict[str, Any]) -> tuple[Usage, bool]:
         """The provider's usage when the stream delivered it, else our count of what was sent."""
         if self.usage is not None:
             return self.usage, False
-        prompt = tokenizer.count_messages(model, body.get("messages") or [])
-        completion = tokenizer.count_text(model, "".join(self.text_parts))
+        prompt = await count_messages_async(tokenizer, model, body.get("messages") or [])
+        completion = await count_text_async(tokenizer, model, "".join(self.text_parts))
         return Usage(prompt_tokens=prompt, completion_tokens=completion), True

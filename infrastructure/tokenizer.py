@@ -42,6 +42,12 @@ def encoding(name: str) -> tiktoken.Encoding:
     return tiktoken.Encoding(**params)
 
 
+def preload() -> None:
+    """Reads the shipped encodings now, so that no request pays for the first read from disk."""
+    for name in _SHA256:
+        encoding(name)
+
+
 @lru_cache(maxsize=4096)
 def encoding_name_for(model: str) -> tuple[str, bool]:
     """(encoding name, exact?) for a model, with or without its `provider/` prefix."""

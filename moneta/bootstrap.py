@@ -117,8 +117,10 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
 def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
     """What a proxy worker serves: the gateway, the read side's queries, the background health
     checks the config asks for, and a Redis probe for readiness."""
+    from moneta.infrastructure import tokenizer as tiktoken_files
     from moneta.infrastructure.health_checks import background_health_checks
 
+    tiktoken_files.preload()
     container = build(config, environ)
     store = open_view_store(container.location)
     container.views = SpendQueries(store)

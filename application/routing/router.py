@@ -25,6 +25,7 @@ from moneta.application.ports import CooldownStore, PriceBook, Tokenizer, UsageM
 from moneta.application.routing.health_journal import HealthJournal
 from moneta.application.routing.live_stats import LiveStats
 from moneta.application.routing.settings import RouterSettings
+from moneta.application.tokens import count_messages_async, count_text_async
 from moneta.domain import routing_strategies as strategies
 from moneta.domain.errors import ContextWindowExceededError, GatewayError, ModelNotFoundError, RateLimitError
 from moneta.domain.failure_kinds import failure_kind
@@ -95,7 +96,7 @@ class DeploymentRouter:
         available = [d for d in group if d.id not in cooling]
         if not available:
             raise self._all_cooling(model_group, group, cooling)
-        tokens = self._prompt_tokens(model_group, group, body)
+        tokens = await self._prompt_tokens(model_group, group, body)
         if self.settings.pre_call_checks:
             available = self._fitting(model_group, available, tokens)
         fresh = [d for d in available if d.id not in exclude] or available
@@ -163,15 +164,15 @@ class DeploymentRouter:
             return None
         return quote.cost / _PRICE_PROBE.total_tokens if quote.cost else None
 
-    def _prompt_tokens(self, model_group: str, group: Sequence[Deployment], body: dict[str, Any]) -> int:
+    async def _prompt_tokens(self, model_group: str, group: Sequence[Deployment], body: dict[str, Any]) -> int:
         needed = self.settings.pre_call_checks or model_group in self._token_counted
         if not needed or self._tokenizer is None:
             return 0
         model = group[0].provider_model
         messages = body.get("messages")
         if isinstance(messages, list):
-            return self._tokenizer.count_messages(model, messages)
-        return self._tokenizer.count_text(model, str(body.get("prompt") or body.get("input") or ""))
+            return await count_messages_async(self._tokenizer, model, messages)
+        return await count_text_async(self._tokenizer, model, str(body.get("prompt") or body.get("input") or ""))
 
     def _fitting(self, model_group: str, deployments: list[Deployment], tokens: int) -> list[Deployment]:
         fitting = [d for d in deployments if tokens <= _context_window(d)]
