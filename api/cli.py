@@ -1,4 +1,4 @@
-"""The `moneta` command line: serve, migrate, projections rebuild."""
+"""The `moneta` command line: serve, migrate, projections run, projections rebuild."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from moneta.api.lifeline import PARENT_PID, die_with_parent
 from moneta.application.bootstrap import environment, load_gateway_config
 from moneta.application.config import GatewayConfig
 from moneta.infrastructure.config_loader import ConfigError
@@ -54,24 +55,26 @@ def cmd_rebuild(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     config = _config(args)
     _migrate(config)
-    if args.config:
-        os.environ["MONETA_CONFIG"] = os.path.abspath(args.config)  # read again by each worker
+    config_path = os.path.abspath(args.config) if args.config else None
+    if config_path:
+        os.environ["MONETA_CONFIG"] = config_path  # read again by each worker
+    os.environ[PARENT_PID] = str(os.getpid())  # children die with this process
     if not config.master_key:
         logging.getLogger("moneta").warning("no master_key configured: the gateway accepts every caller")
-    from moneta.api.read_side import start_projection_process
+    from moneta.api.supervisor import read_side_command, serve
 
-    projections = start_projection_process(config.database_url)
-    try:
-        uvicorn.run("moneta.api.server:app_from_environment", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, loop="uvloop", http="httptools", access_log=args.access_log,
-                    log_level=args.log_level, timeout_graceful_shutdown=30)
-    finally:
-        projections.terminate()
-        projections.join(10)
+    grace_period = config.graceful_shutdown_timeout_s if args.grace_period is None else args.grace_period
+    serve(host=args.host, port=args.port, workers=args.workers, log_level=args.log_level, access_log=args.access_log,
+          grace_period_s=grace_period, read_side=read_side_command(config_path))
+
+
+def cmd_projections_run(args: argparse.Namespace) -> None:
+    from moneta.api.read_side import run_until_stopped
+
+    die_with_parent(environment())  # when `moneta serve` started this one
+    run_until_stopped(_config(args).database_url)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    serve.add_argument("--grace-period", type=float, metavar="SECONDS",
+                       help="on SIGTERM or SIGINT, how long requests in flight may take to finish "
+                            "(default: general_settings.graceful_shutdown_timeout_s, else 30)")
     serve.set_defaults(run=cmd_serve)
 
     migrate = commands.add_parser("migrate", help="create the ledger's tables (idempotent)")
@@ -97,6 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     rebuild = projection_commands.add_parser("rebuild", help="rebuild every view from the ledger, from zero")
     rebuild.add_argument("--config")
     rebuild.set_defaults(run=cmd_rebuild)
+    run = projection_commands.add_parser(
+        "run", help="keep the views up to date until SIGTERM or SIGINT (moneta serve runs one; "
+                    "expects a migrated ledger)")
+    run.add_argument("--config")
+    run.set_defaults(run=cmd_projections_run)
 
     args = parser.parse_args(argv)
     args.run(args)

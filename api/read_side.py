@@ -1,5 +1,5 @@
-"""The read side: the projection runner (one process of its own beside the workers) and the
-queries over its views (in every worker).
+"""The read side: the projection runner (`moneta projections run`, one process of its own beside
+the workers) and the queries over its views (in every worker).
 
 The runner lives outside the workers so its page work never competes with requests for a
 worker's GIL; the tracking-row lock keeps it exactly-once even if several run.
@@ -7,7 +7,7 @@ worker's GIL; the tracking-row lock keeps it exactly-once even if several run.
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import os
 import signal
 import threading
 
@@ -51,20 +51,15 @@ class Projections:
         self.app.close()
 
 
-def _run_until_terminated(database_url: str | None) -> None:
+def run_until_stopped(database_url: str | None) -> None:
+    """`moneta projections run`: keeps the views up to date until SIGTERM or SIGINT."""
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     projections = Projections(StoreLocation.from_url(database_url))
     projections.runner.start()
+    log.info("read side running (pid %d)", os.getpid())
     try:
         stopping.wait()
     finally:
         projections.close()
-
-
-def start_projection_process(database_url: str | None) -> multiprocessing.Process:
-    process = multiprocessing.get_context("spawn").Process(
-        target=_run_until_terminated, args=(database_url,), name="moneta-projections", daemon=True)
-    process.start()
-    return process
