@@ -183,8 +183,9 @@ def test_a_stop_signal_ends_serve_with_status_0_and_every_child(sig: signal.Sign
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_kill_9_of_serve_alone_ends_every_child_within_2_s(workers: int, sqlite_url: str, tmp_path: Path) -> None:
-    with LiveServer(_config(), tmp_path, env={"DATABASE_URL": sqlite_url}, workers=workers) as server:
+def test_kill_9_of_serve_alone_ends_every_child_within_2_s(workers: int, ledger_url: str, tmp_path: Path) -> None:
+    # On Postgres the read side takes longest (up to 1 s to leave its LISTEN wait).
+    with LiveServer(_config(), tmp_path, env={"DATABASE_URL": ledger_url}, workers=workers) as server:
         tree = process_tree(server)
         server.process.kill()  # the parent only, not its group
         server.process.wait(5)
