@@ -1,13 +1,16 @@
-"""The `moneta` command line: serve, migrate, projections rebuild."""
+"""The `moneta` command line: serve, migrate, projections run | status | rebuild."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from dataclasses import asdict
 
-from moneta.bootstrap import environment, load_gateway_config
+from moneta.api.lifeline import PARENT_PID, die_with_parent
 from moneta.application.config import GatewayConfig
+from moneta.bootstrap import build_read_side, environment, load_gateway_config
 from moneta.infrastructure.config_loader import ConfigError
 
 
@@ -18,23 +21,16 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         sys.exit(f"moneta: invalid configuration: {exc}")
 
 
-def _projections(config: GatewayConfig):
-    from moneta.api.read_side import Projections
-    from moneta.infrastructure.event_store import StoreLocation
-
-    return Projections(StoreLocation.from_url(config.database_url))
-
-
 def _migrate(config: GatewayConfig) -> None:
     from moneta.infrastructure.event_store import StoreLocation, migrate
 
     location = StoreLocation.from_url(config.database_url)
     migrate(location)
-    projections = _projections(config)
+    read_side = build_read_side(config)
     try:
-        projections.runner.create_tables()
+        read_side.runner.create_tables()
     finally:
-        projections.close()
+        read_side.close()
     print(f"moneta: ledger and views ready ({location.kind})", file=sys.stderr)
 
 
@@ -45,33 +41,54 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 def cmd_rebuild(args: argparse.Namespace) -> None:
     config = _config(args)
     _migrate(config)
-    projections = _projections(config)
+    read_side = build_read_side(config)
     try:
-        position = projections.runner.rebuild()
+        position = read_side.runner.rebuild()
     finally:
-        projections.close()
+        read_side.close()
     print(f"moneta: projections rebuilt from the ledger, up to event {position}", file=sys.stderr)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     config = _config(args)
     _migrate(config)
-    if args.config:
-        os.environ["MONETA_CONFIG"] = os.path.abspath(args.config)  # read again by each worker
+    config_path = os.path.abspath(args.config) if args.config else None
+    if config_path:
+        os.environ["MONETA_CONFIG"] = config_path  # read again by each worker
+    os.environ[PARENT_PID] = str(os.getpid())  # children die with this process
     if not config.master_key:
         logging.getLogger("moneta").warning("no master_key configured: the gateway accepts every caller")
-    from moneta.api.read_side import start_projection_process
+    from moneta.api.supervisor import read_side_command, serve
 
-    projections = start_projection_process(config.database_url)
+    grace_period = config.graceful_shutdown_timeout_s if args.grace_period is None else args.grace_period
+    serve(host=args.host, port=args.port, workers=args.workers, log_level=args.log_level, access_log=args.access_log,
+          grace_period_s=grace_period, read_side=read_side_command(config_path))
+
+
+def cmd_projections_run(args: argparse.Namespace) -> None:
+    from moneta.api.read_side import run_until_stopped
+
+    die_with_parent(environment())  # when `moneta serve` started this one
+    run_until_stopped(_config(args))
+
+
+def cmd_projections_status(args: argparse.Namespace) -> None:
+    from moneta.projections.status import read_status
+
+    read_side = build_read_side(_config(args))
     try:
-        uvicorn.run("moneta.api.server:app_from_environment", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, loop="uvloop", http="httptools", access_log=args.access_log,
-                    log_level=args.log_level, timeout_graceful_shutdown=30)
+        statuses = read_status(read_side.event_store, read_side.store)
     finally:
-        projections.terminate()
-        projections.join(10)
+        read_side.close()
+    rows = [asdict(status) for status in statuses]
+    if args.json:
+        print(json.dumps(rows))
+        return
+    print(f"{'projection':<12} {'position':>10} {'head':>10} {'lag events':>11} {'lag s':>8} {'heartbeat s':>12}")
+    for row in rows:
+        heartbeat = "never" if row["heartbeat_age_s"] is None else f"{row['heartbeat_age_s']:.1f}"
+        print(f"{row['name']:<12} {row['position']:>10} {row['head']:>10} {row['lag_events']:>11}"
+              f" {row['lag_s']:>8.2f} {heartbeat:>12}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    serve.add_argument("--grace-period", type=float, metavar="SECONDS",
+                       help="on SIGTERM or SIGINT, how long requests in flight may take to finish "
+                            "(default: general_settings.graceful_shutdown_timeout_s, else 30)")
     serve.set_defaults(run=cmd_serve)
 
     migrate = commands.add_parser("migrate", help="create the ledger's tables (idempotent)")
@@ -97,6 +117,16 @@ def main(argv: list[str] | None = None) -> None:
     rebuild = projection_commands.add_parser("rebuild", help="rebuild every view from the ledger, from zero")
     rebuild.add_argument("--config")
     rebuild.set_defaults(run=cmd_rebuild)
+    run = projection_commands.add_parser(
+        "run", help="keep the views up to date until SIGTERM or SIGINT (moneta serve runs one; "
+                    "expects a migrated ledger)")
+    run.add_argument("--config")
+    run.set_defaults(run=cmd_projections_run)
+    status = projection_commands.add_parser("status", help="each projection's position, the ledger's head, the lag"
+                                                           " (events and seconds) and the runner's last heartbeat")
+    status.add_argument("--config")
+    status.add_argument("--json", action="store_true", help="one JSON array instead of a table")
+    status.set_defaults(run=cmd_projections_status)
 
     args = parser.parse_args(argv)
     args.run(args)

@@ -46,7 +46,8 @@ _GENERAL = {"master_key", "database_url", "max_request_size_mb", "max_response_s
             "allow_requests_on_db_unavailable", "public_routes", "litellm_key_header_name", "ui_access_mode",
             "enable_jwt_auth", "litellm_jwtauth", "infer_model_from_keys", "disable_reset_budget",
             "use_redis_transaction_buffer", "maximum_spend_logs_retention_period", "pass_through_endpoints",
-            "max_parallel_requests", "global_max_parallel_requests", "user_header_name", "redis_url"}
+            "max_parallel_requests", "global_max_parallel_requests", "user_header_name", "redis_url",
+            "graceful_shutdown_timeout_s"}
 _LITELLM = {"drop_params", "num_retries", "request_timeout", "set_verbose", "json_logs", "callbacks",
             "success_callback", "failure_callback", "service_callback", "cache", "cache_params", "context_window_fallbacks",
             "content_policy_fallbacks", "default_fallbacks", "fallbacks", "turn_off_message_logging",
@@ -141,6 +142,8 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
         num_retries=_int(router.get("num_retries", litellm.get("num_retries", 0)), "router_settings.num_retries"),
         request_timeout=_number(router.get("timeout", litellm.get("request_timeout", 600)), "router_settings.timeout"),
         drop_params=drop_params,
+        graceful_shutdown_timeout_s=_non_negative(general.get("graceful_shutdown_timeout_s", 30),
+                                                  "general_settings.graceful_shutdown_timeout_s"),
         router_settings=router,
         litellm_settings=litellm,
         general_settings={k: v for k, v in general.items() if k != "master_key"},
@@ -247,6 +250,13 @@ def _number(value: Any, key: str) -> float:
         return float(value)
     except ValueError:
         raise ConfigError(f"{key} must be a number, got {value!r}") from None
+
+
+def _non_negative(value: Any, key: str) -> float:
+    number = _number(value, key)
+    if number < 0:
+        raise ConfigError(f"{key} must not be negative, got {value!r}")
+    return number
 
 
 def _int(value: Any, key: str) -> int:

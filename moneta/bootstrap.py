@@ -22,6 +22,7 @@ from moneta.infrastructure.aggregate_reader import EventStoreReader
 from moneta.infrastructure.event_store import StoreLocation
 from moneta.infrastructure.event_store import migrate as migrate_store
 from moneta.projections.queries import SpendQueries
+from moneta.projections.runner import ProjectionRunner
 from moneta.projections.view_store import ViewStore
 
 class Probe(Protocol):
@@ -133,6 +134,27 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
 
         container.probes.append(RedisProbe(config.redis_url))
     return container
+
+
+@dataclass
+class ReadSide:
+    """The projection runner over the ledger, with connections of its own."""
+
+    event_store: Application
+    store: ViewStore
+    runner: ProjectionRunner
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.store.close()
+        self.event_store.close()
+
+
+def build_read_side(config: GatewayConfig) -> ReadSide:
+    location = StoreLocation.from_url(config.database_url)
+    event_store = location.open()
+    store = open_view_store(location)
+    return ReadSide(event_store, store, ProjectionRunner(event_store, store, listen_dsn=location.postgres_dsn))
 
 
 def open_view_store(location: StoreLocation) -> ViewStore:

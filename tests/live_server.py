@@ -1,6 +1,7 @@
 """The real proxy as a subprocess on loopback (`moneta serve`), for end-to-end tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -24,12 +25,13 @@ class LiveServer:
     """`with LiveServer(config, tmp_path) as server:` then `server.base_url`, `server.kill()`."""
 
     def __init__(self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None,
-                 workers: int = 1) -> None:
+                 workers: int = 1, args: list[str] | None = None) -> None:
         self.config_path = workdir / f"config-{free_port()}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.workdir = workdir
         self.env = env or {}
         self.workers = workers
+        self.args = args or []
         self.port = 0
         self.process: subprocess.Popen | None = None
         self.log_path = workdir / "server.log"
@@ -43,7 +45,7 @@ class LiveServer:
         env = {**os.environ, **self.env}
         env.pop("MONETA_CONFIG", None)
         command = [sys.executable, "-m", "moneta.api.cli", "serve", "--config", str(self.config_path),
-                   "--port", str(self.port), "--workers", str(self.workers), "--log-level", "warning"]
+                   "--port", str(self.port), "--workers", str(self.workers), "--log-level", "warning", *self.args]
         self.process = subprocess.Popen(command, cwd=self.workdir, env=env, stdout=open(self.log_path, "ab"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready()
@@ -72,12 +74,19 @@ class LiveServer:
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+        """SIGTERM to `moneta serve` alone, which stops its children; then SIGKILL whatever is left
+        of its process group, so that no test leaves a process behind."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
-                self.kill()
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
     def __enter__(self) -> "LiveServer":
         return self.start()

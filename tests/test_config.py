@@ -113,6 +113,7 @@ def test_unknown_keys_are_named_in_a_warning(caplog):
      "NOPE"),
     ({"model_list": "gpt-4o"}, "model_list"),
     ({"router_settings": {"num_retries": -1}}, "router_settings.num_retries"),
+    ({"general_settings": {"graceful_shutdown_timeout_s": -1}}, "general_settings.graceful_shutdown_timeout_s"),
 ])
 def test_an_invalid_file_names_the_key(raw, named):
     with pytest.raises(ConfigError) as caught:
@@ -131,6 +132,13 @@ def test_serve_stops_on_an_invalid_file_with_the_key_in_the_message(tmp_path):
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode != 0
     assert "model_list[0].litellm_params.model" in result.stderr
+
+
+def test_the_shutdown_grace_period_is_read_from_general_settings(caplog):
+    assert parse_config({}, {}).graceful_shutdown_timeout_s == 30
+    with caplog.at_level(logging.WARNING, "moneta.config"):
+        config = parse_config({"general_settings": {"graceful_shutdown_timeout_s": 5}}, {})
+    assert config.graceful_shutdown_timeout_s == 5 and caplog.text == ""
 
 
 def test_secrets_do_not_show_in_the_config_repr(tmp_path):

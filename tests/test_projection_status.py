@@ -1,6 +1,9 @@
 """The read side's status: position against the ledger's head, lag, and the runner's heartbeat."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -84,3 +87,23 @@ def test_create_tables_upgrades_a_tracking_table_without_heartbeat(world: World)
     status = spend_status(world, datetime.now(UTC))
     assert status.position == world.last_position() and status.heartbeat_age_s < 5
     assert world.queries.spend_logs().total == 1
+
+
+def test_the_status_command_shows_position_head_and_lag(world: World, tmp_path) -> None:
+    world.completed(Decimal("0.5"))
+    world.runner.catch_up()
+    world.completed(Decimal("0.25"))  # not applied yet
+    config = tmp_path / "config.yaml"
+    url = f"sqlite:///{world.location.sqlite_path}" if world.location.kind == "sqlite" else world.location.postgres_dsn
+    config.write_text(f"general_settings:\n  database_url: {url}\n")
+    command = [sys.executable, "-m", "moneta.api.cli", "projections", "status", "--config", str(config)]
+
+    (row,) = json.loads(subprocess.run([*command, "--json"], capture_output=True, text=True, check=True).stdout)
+    table = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    head = world.last_position()
+    assert (row["name"], row["head"]) == ("spend", head)
+    assert row["lag_events"] == head - row["position"] > 0 and row["lag_s"] >= 0
+    assert row["heartbeat_age_s"] is not None
+    assert table.splitlines()[0].split()[:3] == ["projection", "position", "head"]
+    assert table.splitlines()[1].split()[:4] == ["spend", str(row["position"]), str(head), str(row["lag_events"])]
