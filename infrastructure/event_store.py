@@ -1,7 +1,9 @@
 """The event store: the `eventsourcing` library on Postgres (psycopg 3) or a SQLite file.
 
 Tables are created only by `migrate()` (under an advisory lock on Postgres), never by
-workers at start-up: several processes creating them at once crash on Postgres.
+workers at start-up: several processes creating them at once crash on Postgres. On Postgres
+the events are written by `ColumnArrayRecorder` (batch_recorder.py), the library's recorder
+with a cheaper insert statement; the tables are the library's own.
 """
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 from eventsourcing.application import Application
-from eventsourcing.utils import register_topic
+from eventsourcing.utils import get_topic, register_topic
 
 import moneta.domain
+from moneta.infrastructure.batch_recorder import ColumnArrayRecorder
 
 APP_NAME = "moneta"  # names the tables: moneta_events
 DEFAULT_SQLITE_FILE = "moneta.db"
@@ -54,6 +57,7 @@ class StoreLocation:
             "POSTGRES_POOL_SIZE": "4",
             "POSTGRES_MAX_OVERFLOW": "4",
             "POSTGRES_CONNECT_TIMEOUT": "5",
+            "APPLICATION_RECORDER_TOPIC": get_topic(ColumnArrayRecorder),
         }
         return cls("postgres", env, postgres_dsn=url.replace("postgres://", "postgresql://", 1))
 
