@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlparse
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import Recording
 from eventsourcing.utils import get_topic, register_topic
 
 import moneta.domain
@@ -26,6 +29,30 @@ register_topic("domain", moneta.domain)
 
 class LedgerApplication(Application):
     name = APP_NAME
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording]:
+        """`Application.save`, collecting through `_EventsFirst` (see there)."""
+        processing_event = _EventsFirst()
+        processing_event.collect_events(*objs, **kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # deprecated hook, still called by the library's save
+        return recordings
+
+
+class _EventsFirst(ProcessingEvent):
+    """Tells a domain event from an aggregate by its base class first. The library asks
+    `isinstance(obj, DomainEventProtocol)`, a runtime-checkable Protocol: about 15 µs an
+    event on Python 3.11, as much CPU as the batched insert of that event."""
+
+    def collect_events(self, *objs: Any, **kwargs: Any) -> None:
+        for obj in objs:
+            if isinstance(obj, DomainEvent):
+                self.events.append(obj)
+            else:
+                super().collect_events(obj)
+        self.saved_kwargs.update(kwargs)
 
 
 @dataclass(frozen=True)
