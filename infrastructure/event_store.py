@@ -31,7 +31,7 @@ class LedgerApplication(Application):
     name = APP_NAME
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording]:
-        """`Application.save`, collecting through `_EventsFirst` (see there)."""
+        """eventsourcing 9.5.6's `Application.save`, collecting through `_EventsFirst`."""
         processing_event = _EventsFirst()
         processing_event.collect_events(*objs, **kwargs)
         recordings = self._record(processing_event)
