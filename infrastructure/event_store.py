@@ -1,18 +1,24 @@
 """The event store: the `eventsourcing` library on Postgres (psycopg 3) or a SQLite file.
 
 Tables are created only by `migrate()` (under an advisory lock on Postgres), never by
-workers at start-up: several processes creating them at once crash on Postgres.
+workers at start-up: several processes creating them at once crash on Postgres. On Postgres
+the events are written by `ColumnArrayRecorder` (batch_recorder.py), the library's recorder
+with a cheaper insert statement; the tables are the library's own.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlparse
 
-from eventsourcing.application import Application
-from eventsourcing.utils import register_topic
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import Recording
+from eventsourcing.utils import get_topic, register_topic
 
 import moneta.domain
+from moneta.infrastructure.batch_recorder import ColumnArrayRecorder
 
 APP_NAME = "moneta"  # names the tables: moneta_events
 DEFAULT_SQLITE_FILE = "moneta.db"
@@ -23,6 +29,30 @@ register_topic("domain", moneta.domain)
 
 class LedgerApplication(Application):
     name = APP_NAME
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording]:
+        """eventsourcing 9.5.6's `Application.save`, collecting through `_EventsFirst`."""
+        processing_event = _EventsFirst()
+        processing_event.collect_events(*objs, **kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # deprecated hook, still called by the library's save
+        return recordings
+
+
+class _EventsFirst(ProcessingEvent):
+    """Tells a domain event from an aggregate by its base class first. The library asks
+    `isinstance(obj, DomainEventProtocol)`, a runtime-checkable Protocol: about 15 µs an
+    event on Python 3.11, as much CPU as the batched insert of that event."""
+
+    def collect_events(self, *objs: Any, **kwargs: Any) -> None:
+        for obj in objs:
+            if isinstance(obj, DomainEvent):
+                self.events.append(obj)
+            else:
+                super().collect_events(obj)
+        self.saved_kwargs.update(kwargs)
 
 
 @dataclass(frozen=True)
@@ -54,6 +84,7 @@ class StoreLocation:
             "POSTGRES_POOL_SIZE": "4",
             "POSTGRES_MAX_OVERFLOW": "4",
             "POSTGRES_CONNECT_TIMEOUT": "5",
+            "APPLICATION_RECORDER_TOPIC": get_topic(ColumnArrayRecorder),
         }
         return cls("postgres", env, postgres_dsn=url.replace("postgres://", "postgresql://", 1))
 

@@ -1,5 +1,6 @@
-"""Prices: the config's overrides first, then `genai-prices` (prices over time), and for
-audio billed by the second a small table of our own. Never a silent $0."""
+"""Prices: the config's overrides first, then `genai-prices` (prices over time, resolved once
+per model and price period: price_periods.py), and for audio billed by the second a small
+table of our own. Never a silent $0."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -12,6 +13,7 @@ from moneta.application.config import Deployment
 from moneta.domain.errors import BadRequestError
 from moneta.domain.pricing import CostQuote, TokenPrice
 from moneta.domain.usage import Usage
+from moneta.infrastructure.price_periods import PricePeriods
 
 GENAI_PRICES_SOURCE = f"genai-prices {genai_prices.__version__}"
 
@@ -36,6 +38,9 @@ class UnpricedModelError(BadRequestError):
 
 
 class PriceTable:
+    def __init__(self) -> None:
+        self._genai = PricePeriods()
+
     def check_priced(self, deployment: Deployment) -> None:
         if deployment.price or deployment.allow_zero_cost or deployment.provider == "mock":
             return
@@ -59,7 +64,14 @@ class PriceTable:
             return CostQuote(Decimal(str(usage.audio_seconds)) * per_second, "moneta audio price table")
         if deployment.allow_zero_cost and _genai_model(deployment.provider, deployment.provider_model) is None:
             return CostQuote(Decimal(0), "allow_zero_cost")
-        return _genai_quote(deployment, usage, at)
+        return self._genai_quote(deployment, usage, at)
+
+    def _genai_quote(self, deployment: Deployment, usage: Usage, at: datetime) -> CostQuote:
+        known = _genai_model(deployment.provider, deployment.provider_model)
+        if known is None:
+            raise UnpricedModelError(f"no price is known for {deployment.label}", param="model")
+        provider_id, model_id = known.split("/", 1)
+        return CostQuote(self._genai.cost(provider_id, model_id, usage, at), f"{GENAI_PRICES_SOURCE}:{known}")
 
 
 def _per_second(model: str) -> Decimal | None:
@@ -78,24 +90,3 @@ def _genai_model(provider: str, model: str) -> str | None:
         except LookupError:
             return None
     return f"{result.provider.id}/{result.model.id}"
-
-
-def _genai_quote(deployment: Deployment, usage: Usage, at: datetime) -> CostQuote:
-    known = _genai_model(deployment.provider, deployment.provider_model)
-    if known is None:
-        raise UnpricedModelError(f"no price is known for {deployment.label}", param="model")
-    provider_id, model_id = known.split("/", 1)
-    result = genai_prices.calc_price(
-        genai_prices.Usage(
-            input_tokens=usage.prompt_tokens,
-            output_tokens=usage.completion_tokens,
-            cache_read_tokens=usage.cached_tokens or None,
-            cache_write_tokens=usage.cache_write_tokens or None,
-            input_audio_tokens=usage.audio_prompt_tokens or None,
-            output_audio_tokens=usage.audio_completion_tokens or None,
-        ),
-        model_id,
-        provider_id=provider_id,
-        genai_request_timestamp=at,
-    )
-    return CostQuote(Decimal(result.total_price), f"{GENAI_PRICES_SOURCE}:{known}")
