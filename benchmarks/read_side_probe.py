@@ -1,10 +1,9 @@
 """Watches the gateway's read side during a run: its CPU against the gateway's, and its lag.
 
 Processes are found by walking /proc from the `moneta serve` pid. The read side is the
-descendant whose command line contains `projections run`; failing that (the runner started
-as a multiprocessing spawn child), the oldest `multiprocessing.spawn` descendant, since
-`moneta serve` starts the runner before uvicorn spawns any worker. Every other descendant but
-multiprocessing's resource tracker is a gateway worker, counted with the serve process.
+descendant whose command line contains `projections run`. Every other descendant but
+multiprocessing's resource tracker (uvicorn's, with several workers) is a gateway worker,
+counted with the serve process.
 
 Lag comes from sampling, every ~100 ms, the ledger head (the highest notification id) and the
 projection position (the lowest `projection_tracking.position`) in one statement.
@@ -78,15 +77,13 @@ class GatewayProcesses:
     def find(cls, serve_pid: int) -> GatewayProcesses:
         commands = {pid: cmdline(pid) for pid in descendants(serve_pid)}
         trackers = {pid for pid, command in commands.items() if "multiprocessing.resource_tracker" in command}
-        read_side = _read_side(commands, trackers)
+        read_side = _read_side(commands)
         excluded = trackers | ({read_side, *descendants(read_side)} if read_side else set())
         return cls(serve_pid, tuple(sorted(set(commands) - excluded)), read_side)
 
     def describe(self) -> dict[str, Any]:
         command = cmdline(self.read_side) if self.read_side else ""
         return {"serve": self.serve, "workers": list(self.workers), "read_side": self.read_side,
-                "read_side_kind": "projections run" if "projections run" in command else
-                "multiprocessing.spawn child" if command else None,
                 "read_side_cmdline": command}
 
     def cpu(self) -> tuple[float, float | None]:
@@ -95,10 +92,8 @@ class GatewayProcesses:
         return gateway, cpu_seconds(self.read_side) if self.read_side else None
 
 
-def _read_side(commands: dict[int, str], trackers: set[int]) -> int | None:
-    named = [pid for pid, command in commands.items() if "projections run" in command]
-    spawned = [pid for pid, command in commands.items() if "multiprocessing.spawn" in command and pid not in trackers]
-    candidates = named or spawned
+def _read_side(commands: dict[int, str]) -> int | None:
+    candidates = [pid for pid, command in commands.items() if "projections run" in command]
     return min(candidates, key=_start_time) if candidates else None
 
 

@@ -601,7 +601,7 @@ def read_side_lines(read_side: dict[str, Any]) -> list[str]:
            f"{read_side['gateway_cpu_s']:.2f} s (not counting a Postgres server's CPU for its statements)")
     caught_up = read_side["caught_up_after_s"]
     return [
-        f"read side: pid {found['read_side']} ({found['read_side_kind']}), gateway pids "
+        f"read side: pid {found['read_side']}, gateway pids "
         f"{[found['serve'], *found['workers']]}, during the gateway's run at {read_side['connections']} connections:",
         f"  {cpu}",
         f"  lag: max {read_side['max_lag_events']:,} events, max {read_side['max_lag_s']:.2f} s "
