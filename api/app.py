@@ -57,7 +57,9 @@ def create_app(container: Container) -> FastAPI:
             await close_session()
             container.close()
 
-    app = FastAPI(title="Moneta Gateway", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No OpenTelemetry here: FastAPI would otherwise look its providers up on every request.
+    app = FastAPI(title="Moneta Gateway", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.container = container
     app.state.master_key_hash = master_key_hash(container.config.master_key)
     app.state.started_at = time.time()
