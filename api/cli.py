@@ -1,4 +1,4 @@
-"""The `moneta` command line: serve, migrate, projections run | status | rebuild."""
+"""The `moneta` command line: serve, migrate, projections run | status | retry | rebuild."""
 from __future__ import annotations
 
 import argparse
@@ -84,11 +84,29 @@ def cmd_projections_status(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"{'projection':<12} {'position':>10} {'head':>10} {'lag events':>11} {'lag s':>8} {'heartbeat s':>12}")
+    print(f"{'projection':<12} {'position':>10} {'head':>10} {'lag events':>11} {'lag s':>8} {'heartbeat s':>12}"
+          f" {'quarantined':>12}")
     for row in rows:
         heartbeat = "never" if row["heartbeat_age_s"] is None else f"{row['heartbeat_age_s']:.1f}"
         print(f"{row['name']:<12} {row['position']:>10} {row['head']:>10} {row['lag_events']:>11}"
-              f" {row['lag_s']:>8.2f} {heartbeat:>12}")
+              f" {row['lag_s']:>8.2f} {heartbeat:>12} {row['quarantined']:>12}")
+
+
+def cmd_projections_retry(args: argparse.Namespace) -> None:
+    from moneta.projections import quarantine
+
+    read_side = build_read_side(_config(args))
+    try:
+        applied, remaining = read_side.runner.retry()
+        with read_side.store.reading() as cur:
+            still = quarantine.listed(cur, read_side.runner.name)
+    finally:
+        read_side.close()
+    print(f"moneta: {applied} quarantined event(s) applied, {remaining} still quarantined", file=sys.stderr)
+    for row in still:
+        print(f"  event {row['notification_id']} of stream {row['originator_id']} ({row['topic']}): {row['error']}")
+    if remaining:
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,6 +145,10 @@ def main(argv: list[str] | None = None) -> None:
     status.add_argument("--config")
     status.add_argument("--json", action="store_true", help="one JSON array instead of a table")
     status.set_defaults(run=cmd_projections_status)
+    retry = projection_commands.add_parser("retry", help="apply the quarantined events again, oldest first (after"
+                                                         " fixing what made them fail); exits 1 if some still fail")
+    retry.add_argument("--config")
+    retry.set_defaults(run=cmd_projections_retry)
 
     args = parser.parse_args(argv)
     args.run(args)

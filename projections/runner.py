@@ -8,6 +8,10 @@ several processes, may run over the same log and each event is still applied onc
 Each view applies a whole page at once (`apply_page`), in a few statements however many events
 the page holds. Committed pages, and about once a second an idle runner, record a heartbeat in
 the tracking row: `status.read_status` tells from it whether the read side is alive.
+
+A page that fails for any reason but an unreachable store is applied again one event at a
+time, and the event that fails alone is quarantined (see `quarantine`): the read side never
+stalls on a poison event. `retry()` re-applies the quarantined events once the cause is fixed.
 """
 from __future__ import annotations
 
@@ -17,13 +21,14 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import ModuleType
+from typing import Any
 
 from eventsourcing.application import Application
 from eventsourcing.utils import resolve_topic
 
-from moneta.projections import deployment_health, spend_log, tracking, usage_report
+from moneta.projections import deployment_health, quarantine, spend_log, tracking, usage_report
 from moneta.projections.page import Page
-from moneta.projections.view_store import ViewStore
+from moneta.projections.view_store import ViewCursor, ViewStore
 
 log = logging.getLogger("moneta.projections")
 
@@ -73,17 +78,19 @@ class ProjectionRunner:
         with self.store.transaction() as cur:
             if self.store.dialect == "postgres":
                 cur.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_ID,))
-            for statement in (*tracking.DDL, *(ddl for view in self.views for ddl in view.DDL)):
+            for statement in (*tracking.DDL, *quarantine.DDL, *(ddl for view in self.views for ddl in view.DDL)):
                 cur.execute(self.store.ddl(statement))
             tracking.upgrade(cur)
             tracking.ensure(cur, self.name)
 
     def rebuild(self) -> int:
-        """Empties the views and replays the whole log into them; returns the final position."""
+        """Empties the views and the quarantine and replays the whole log into them; returns the
+        final position."""
         with self.store.transaction() as cur:
             tracking.lock(cur, self.name)
             for table in (table for view in self.views for table in view.TABLES):
                 cur.execute(f"DELETE FROM {table}")
+            quarantine.clear(cur, self.name)
             tracking.advance(cur, self.name, 0, datetime.now(UTC))
         self._set_known(0)
         return self.catch_up()
@@ -106,20 +113,94 @@ class ProjectionRunner:
         with self._advanced:
             return self._advanced.wait_for(lambda: self._known >= position, timeout)
 
+    def retry(self) -> tuple[int, int]:
+        """Re-applies the quarantined events, oldest first, each in a transaction of its own; a
+        stream stops at its first event that fails again. Returns (applied, still quarantined)."""
+        with self.store.reading() as cur:
+            rows = quarantine.listed(cur, self.name)
+        failed: set[str] = set()
+        for row in rows:
+            if row["originator_id"] not in failed and not self._reapply(row["notification_id"]):
+                failed.add(row["originator_id"])
+        with self.store.reading() as cur:
+            remaining = quarantine.count(cur, self.name)
+        return len(rows) - remaining, remaining
+
+    def _reapply(self, notification_id: int) -> bool:
+        (notification,) = self.app.recorder.select_notifications(notification_id, 1)
+        try:
+            with self.store.transaction() as cur:
+                tracking.lock(cur, self.name)
+                self._apply(cur, [notification])
+                quarantine.release(cur, self.name, notification_id)
+        except Exception as error:
+            if quarantine.is_transient(error):
+                raise
+            with self.store.transaction() as cur:
+                quarantine.add(cur, self.name, notification, quarantine.describe(error), datetime.now(UTC))
+            return False
+        return True
+
     def _process_page(self) -> int:
         """Applies the next page; returns how many notifications it held."""
+        try:
+            return self._apply_next(self.page_size)
+        except Exception as error:
+            if quarantine.is_transient(error):
+                raise
+            log.warning("projection %r: a page failed (%s); applying it one event at a time",
+                        self.name, quarantine.describe(error))
+        return self._apply_one_at_a_time(self.page_size)
+
+    def _apply_next(self, limit: int) -> int:
         with self.store.transaction() as cur:
             start = tracking.lock(cur, self.name)
-            notifications = self.app.recorder.select_notifications(start, self.page_size, inclusive_of_start=False)
-            page = Page([self.app.mapper.to_domain_event(notification) for notification in notifications
-                         if resolve_topic(notification.topic) in self._types])
-            for view in self.views:
-                view.apply_page(cur, page)
+            notifications = self.app.recorder.select_notifications(start, limit, inclusive_of_start=False)
+            held = quarantine.held_streams(cur, self.name)
+            now = datetime.now(UTC)
+            for notification in (n for n in notifications if str(n.originator_id) in held):
+                quarantine.add(cur, self.name, notification, quarantine.HELD_BACK, now)
+            self._apply(cur, [n for n in notifications if str(n.originator_id) not in held])
             end = notifications[-1].id if notifications else start
-            tracking.advance(cur, self.name, end, datetime.now(UTC))
+            tracking.advance(cur, self.name, end, now)
         self._last_beat = time.monotonic()
         self._set_known(end)
         return len(notifications)
+
+    def _apply(self, cur: ViewCursor, notifications: Sequence[Any]) -> None:
+        page = Page([self.app.mapper.to_domain_event(notification) for notification in notifications
+                     if resolve_topic(notification.topic) in self._types])
+        for view in self.views:
+            view.apply_page(cur, page)
+
+    def _apply_one_at_a_time(self, limit: int) -> int:
+        seen = 0
+        while seen < limit:
+            try:
+                applied = self._apply_next(1)
+            except Exception as error:
+                if quarantine.is_transient(error):
+                    raise
+                applied = self._quarantine_next(error)
+            if not applied:
+                break
+            seen += applied
+        return seen
+
+    def _quarantine_next(self, error: BaseException) -> int:
+        with self.store.transaction() as cur:
+            start = tracking.lock(cur, self.name)
+            notifications = self.app.recorder.select_notifications(start, 1, inclusive_of_start=False)
+            if not notifications:
+                return 0
+            (notification,) = notifications
+            now = datetime.now(UTC)
+            quarantine.add(cur, self.name, notification, quarantine.describe(error), now)
+            tracking.advance(cur, self.name, notification.id, now)
+        log.error("projection %r: event %d of stream %s quarantined: %s", self.name, notification.id,
+                  notification.originator_id, quarantine.describe(error))
+        self._set_known(notification.id)
+        return 1
 
     def _beat_if_due(self) -> None:
         """An idle runner proves it is alive too, but writes no more than once an interval."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from moneta.projections import tracking
+from moneta.projections import quarantine, tracking
 from moneta.projections.view_store import ViewStore
 
 
@@ -19,17 +19,19 @@ class ProjectionStatus:
     lag_events: int  # head - position (>= 0)
     lag_s: float  # 0.0 when caught up, else seconds since the first unapplied event was recorded
     heartbeat_age_s: float | None  # seconds since the runner last proved alive (None: never ran)
+    quarantined: int = 0  # events set aside because they could not be applied
 
 
 def read_status(app: Application, store: ViewStore, now: datetime | None = None) -> list[ProjectionStatus]:
     now = now or datetime.now(UTC)
     with store.reading() as cur:
         rows = tracking.read_all(cur)
+        quarantined = quarantine.counts(cur)
     head = app.recorder.max_notification_id() or 0
-    return [_status(app, row, head, now) for row in rows]
+    return [_status(app, row, head, now, quarantined.get(row["name"], 0)) for row in rows]
 
 
-def _status(app: Application, row: dict[str, Any], head: int, now: datetime) -> ProjectionStatus:
+def _status(app: Application, row: dict[str, Any], head: int, now: datetime, quarantined: int) -> ProjectionStatus:
     position, heartbeat_at = row["position"], row["heartbeat_at"]
     lag_events = max(head - position, 0)
     return ProjectionStatus(
@@ -39,6 +41,7 @@ def _status(app: Application, row: dict[str, Any], head: int, now: datetime) -> 
         lag_events=lag_events,
         lag_s=_seconds_behind(app, position, now) if lag_events else 0.0,
         heartbeat_age_s=None if heartbeat_at is None else max((now - heartbeat_at).total_seconds(), 0.0),
+        quarantined=quarantined,
     )
 
 

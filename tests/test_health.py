@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import types
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Iterator
@@ -14,7 +15,7 @@ from moneta.api.app import create_app
 from moneta.bootstrap import Container, build
 from moneta.domain.request_record import RequestRecord
 from moneta.infrastructure.config_loader import parse_config
-from moneta.projections import tracking
+from moneta.projections import quarantine, tracking
 from moneta.projections.queries import SpendQueries
 from moneta.projections.runner import ProjectionRunner
 from moneta.projections.view_store import ViewStore
@@ -89,7 +90,8 @@ def beat(store: ViewStore, seconds_ago: float) -> None:
 def test_readiness_is_503_when_the_read_side_never_ran(container, store):
     response = readiness(container, store)
     assert response.status_code == 503 and response.json()["status"] == "unhealthy"
-    assert response.json()["read_side"] == {"status": "down", "lag_events": 0, "lag_s": 0.0, "heartbeat_age_s": None}
+    assert response.json()["read_side"] == {"status": "down", "lag_events": 0, "lag_s": 0.0, "heartbeat_age_s": None,
+                                            "quarantined": 0}
 
 
 def test_readiness_is_503_when_the_read_side_stopped_beating(container, store):
@@ -111,3 +113,15 @@ def test_readiness_is_200_while_the_read_side_lags(container, store):
     assert response.status_code == 200 and response.json()["status"] == "healthy"
     read_side = response.json()["read_side"]
     assert (read_side["status"], read_side["lag_events"]) == ("lagging", 1) and read_side["lag_s"] >= 1.2
+
+
+def test_readiness_is_degraded_while_events_are_quarantined(container, store):
+    beat(store, seconds_ago=0)
+    notification = types.SimpleNamespace(id=7, originator_id=uuid.uuid4(), topic="x:Y")
+    with store.transaction() as cur:
+        quarantine.add(cur, "spend", notification, "ValueError: poison", datetime.now(UTC))
+
+    response = readiness(container, store)
+
+    assert response.status_code == 200 and response.json()["status"] == "degraded"
+    assert response.json()["read_side"]["status"] == "degraded" and response.json()["read_side"]["quarantined"] == 1

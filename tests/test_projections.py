@@ -1,6 +1,7 @@
 """The read side: spend log and usage report views, fed by the runner from a real ledger."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 import types
 import uuid
@@ -256,7 +257,7 @@ def test_rebuild_replays_to_identical_views(world: World) -> None:
 
 def test_runner_survives_a_failing_page_without_applying_it_twice(world: World) -> None:
     applied: list[int] = []
-    failures = iter([RuntimeError("database hiccup")])
+    failures = iter([sqlite3.OperationalError("database is locked")])  # transient: retried, not quarantined
 
     def flaky_apply_page(cur, page) -> None:
         spend_log.apply_page(cur, page)
@@ -301,3 +302,21 @@ def test_postgres_runner_wakes_on_notify_not_on_poll(postgres_url: str) -> None:
         assert sum(row["spend"] for row in _all_logs(world)) == Decimal("0.75")
     finally:
         world.close()
+
+
+def test_a_stream_the_provider_broke_off_is_a_failure_with_its_spend(world: World) -> None:
+    record = world.admit()
+    record.interrupt(
+        deployment_id="dep-2", provider="openai", provider_model="gpt-4o-mini", usage=Usage(7, 3),
+        cost=Decimal("0.25"), price_source="config", latency_ms=80.0, first_token_ms=None, usage_estimated=True,
+        cause="upstream_error", error_type="InternalServerError", status_code=500,
+    )
+    world.ledger.record_blocking(record, timeout=10)
+    world.runner.catch_up()
+
+    (row,) = _all_logs(world)
+    assert (row["status"], row["error_type"], row["status_code"]) == ("failure", "InternalServerError", 500)
+    assert row["spend"] == Decimal("0.25") and row["completion_tokens"] == 3
+    with world.store.reading() as cur:
+        (day,) = cur.execute("SELECT failed_requests, interrupted_requests FROM usage_daily").all()
+    assert (day["failed_requests"], day["interrupted_requests"]) == (1, 0)

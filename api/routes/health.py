@@ -37,8 +37,11 @@ async def readiness(request: Request) -> Response:
         probes_pass = probes_pass and passed
     if container.views is not None:
         checks["read_side"] = await run_in_threadpool(_read_side_status, container.event_store, container.views.store)
-    healthy = checks["db"] == "connected" and probes_pass and checks.get("read_side", {}).get("status") != "down"
-    body = {"status": "healthy" if healthy else "unhealthy", **checks,
+    read_side = checks.get("read_side", {}).get("status")
+    healthy = checks["db"] == "connected" and probes_pass and read_side != "down"
+    # Degraded: serving, but some events are quarantined and missing from the views.
+    overall = "unhealthy" if not healthy else "degraded" if read_side == "degraded" else "healthy"
+    body = {"status": overall, **checks,
             "ledger": container.location.kind, "litellm_version": None, "moneta_version": request.app.version}
     return json_response(body, status_code=200 if healthy else 503)
 
@@ -52,15 +55,18 @@ def _ledger_status(container: Container) -> str:
 
 
 def _read_side_status(app: Application, store: ViewStore) -> dict[str, Any]:
-    """Down when no heartbeat proves the projection runner alive; lagging (still serving) when behind."""
+    """Down when no heartbeat proves the projection runner alive; degraded when events are
+    quarantined; lagging (still serving) when behind."""
     try:
         status = next(status for status in read_status(app, store) if status.name == DEFAULT_NAME)
     except Exception:  # no tracking row, or the views unreachable: nothing proves the read side alive
-        return {"status": "down", "lag_events": None, "lag_s": None, "heartbeat_age_s": None}
+        return {"status": "down", "lag_events": None, "lag_s": None, "heartbeat_age_s": None, "quarantined": None}
     age = status.heartbeat_age_s
     if age is None or age > READ_SIDE_DOWN_AFTER_S:
         state = "down"
+    elif status.quarantined:
+        state = "degraded"
     else:
         state = "lagging" if status.lag_s > READ_SIDE_LAGGING_AFTER_S else "ok"
     return {"status": state, "lag_events": status.lag_events, "lag_s": round(status.lag_s, 3),
-            "heartbeat_age_s": None if age is None else round(age, 3)}
+            "heartbeat_age_s": None if age is None else round(age, 3), "quarantined": status.quarantined}
