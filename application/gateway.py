@@ -150,8 +150,12 @@ class Gateway:
         invoke: Callable[[Deployment], Awaitable[dict[str, Any]]],
     ) -> dict[str, Any]:
         record, first, admitted = await self._admit(call_type, caller, body, request_id, stream=False)
-        response, deployment, latency_ms = await self._attempt(record, first, admitted, body, invoke, stream=False)
-        usage = _usage_of(call_type, response) or await self._estimate_usage(deployment, body, response)
+        try:
+            response, deployment, latency_ms = await self._attempt(record, first, admitted, body, invoke, stream=False)
+            usage = _usage_of(call_type, response) or await self._estimate_usage(deployment, body, response)
+        except asyncio.CancelledError:
+            await self._cancelled(record, admitted)
+            raise
         quote = self.prices.quote(deployment, usage, _now())
         record.complete(
             deployment_id=deployment.id,
@@ -165,6 +169,14 @@ class Gateway:
         )
         await admitted.settle()
         return response
+
+    @staticmethod
+    async def _cancelled(record: RequestRecord, admitted: Admission) -> None:
+        """The caller gave up (a timeout around the call, a client gone) before the answer: the
+        request ends as Failed with 499, as nginx names a request its client closed."""
+        if record.is_open:
+            record.fail(status_code=499, error_type="cancelled", reason="the caller cancelled the call")
+        await asyncio.shield(admitted.settle())
 
     async def _attempt(self, record: RequestRecord, first: Route | GatewayError, admitted: Admission,
                        body: dict[str, Any], invoke: Callable[[Deployment], Awaitable[Any]],
@@ -205,8 +217,14 @@ class Gateway:
             chunks = self.providers.for_deployment(deployment).chat_stream(deployment, _for(deployment, body))
             return await chunks.__anext__(), chunks
 
-        (head, chunks), deployment, _ = await self._attempt(record, first, admitted, body, open_stream, stream=True)
+        try:
+            (head, chunks), deployment, _ = await self._attempt(record, first, admitted, body, open_stream,
+                                                                stream=True)
+        except asyncio.CancelledError:
+            await self._cancelled(record, admitted)
+            raise
         tally = StreamTally(first_token_ms=(time.perf_counter() - started) * 1000)
+        ending: GatewayError | None = None  # stays None while the stream runs, or if the client leaves
         finished = False
         try:
             chunk: dict[str, Any] | None = head
@@ -215,10 +233,14 @@ class Gateway:
                 visible = tally.visible(chunk, wants_usage)
                 if visible is not None:
                     yield visible
-                chunk = await anext(chunks, None)
+                try:
+                    chunk = await anext(chunks, None)
+                except GatewayError as error:
+                    ending = error
+                    raise
             finished = True
         finally:
-            await self._settle_stream(record, admitted, deployment, body, tally, started, finished)
+            await self._settle_stream(record, admitted, deployment, body, tally, started, finished, ending)
 
     async def _settle_stream(
         self,
@@ -229,6 +251,7 @@ class Gateway:
         tally: StreamTally,
         started: float,
         finished: bool,
+        ending: GatewayError | None,
     ) -> None:
         usage, estimated = await tally.usage_or_estimate(self.tokenizer, deployment.provider_model, body)
         quote = self.prices.quote(deployment, usage, _now())
@@ -244,6 +267,9 @@ class Gateway:
         )
         if finished:
             record.complete(**common, finish_reason=tally.finish_reason)
+        elif ending is not None:
+            record.interrupt(**common, usage_estimated=estimated, cause="upstream_error",
+                             error_type=ending.error_type, status_code=ending.status_code)
         else:
             record.interrupt(**common, usage_estimated=estimated)
         # A disconnected client cancels this task: the writer still commits what was queued.

@@ -68,9 +68,14 @@ class RequestRecord(Aggregate):
             aggregate.outcome, aggregate.cost = "completed", self.cost
 
     class Interrupted(Completed):
-        """The client disconnected mid-stream; usage counts what was streamed until then."""
+        """A stream that ended before its end: the client left (`client_disconnected`) or the
+        provider failed after the first chunk (`upstream_error`, with its error). Usage counts
+        what was streamed until then. (Events written before `cause` existed read as the client's.)"""
 
         usage_estimated: bool
+        cause: str = "client_disconnected"
+        error_type: str | None = None
+        status_code: int | None = None
 
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.outcome, aggregate.cost = "interrupted", self.cost
@@ -205,6 +210,9 @@ class RequestRecord(Aggregate):
         latency_ms: float,
         first_token_ms: float | None,
         usage_estimated: bool,
+        cause: str = "client_disconnected",
+        error_type: str | None = None,
+        status_code: int | None = None,
     ) -> None:
         self._require_open()
         self.trigger_event(
@@ -219,6 +227,9 @@ class RequestRecord(Aggregate):
             first_token_ms=first_token_ms,
             finish_reason=None,
             usage_estimated=usage_estimated,
+            cause=cause,
+            error_type=error_type,
+            status_code=status_code,
         )
 
     def fail(self, *, status_code: int, error_type: str, reason: str) -> None:

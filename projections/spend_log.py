@@ -112,6 +112,15 @@ def _apply(rows: dict[str, dict[str, Any]], event: Any) -> None:
                    status_code=event.status_code, metadata={"reason": event.reason})
 
 
+def _outcome(event: Any) -> dict[str, Any]:
+    """A stream the provider broke off counts as a failure (with what it streamed until then)."""
+    if not isinstance(event, RequestRecord.Interrupted):
+        return {"status": "success"}
+    if event.cause == "upstream_error":
+        return {"status": "failure", "error_type": event.error_type, "status_code": event.status_code}
+    return {"status": "client_disconnected"}
+
+
 def _opened(event: Any, *, status: str, metadata: dict[str, Any]) -> dict[str, Any]:
     row = dict.fromkeys(COLUMNS)
     row.update(
@@ -149,7 +158,7 @@ def _completed(event: Any, start_time: Any) -> dict[str, Any]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "spend": event.cost,
-        "status": "client_disconnected" if isinstance(event, RequestRecord.Interrupted) else "success",
+        **_outcome(event),
         "price_source": event.price_source,
         "metadata": {
             "usage_estimated": bool(getattr(event, "usage_estimated", False)),
