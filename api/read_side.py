@@ -1,4 +1,6 @@
-"""`moneta projections run`: the projection runner in a process of its own beside the workers.
+"""`moneta projections run`: the projection runner in a process of its own beside the workers,
+and the sweeper that closes the calls of gateway processes that are gone (on start, then a few
+times per `general_settings.abandon_after_s`).
 
 The runner lives outside the workers so its page work never competes with requests for a
 worker's GIL; the tracking-row lock keeps it exactly-once even if several run.
@@ -11,9 +13,10 @@ import signal
 import threading
 
 from moneta.application.config import GatewayConfig
-from moneta.bootstrap import build_read_side
+from moneta.bootstrap import ReadSide, build_read_side
 
 log = logging.getLogger("moneta.projections")
+SWEEPS_PER_SILENCE = 3
 
 
 def run_until_stopped(config: GatewayConfig) -> None:
@@ -25,6 +28,19 @@ def run_until_stopped(config: GatewayConfig) -> None:
     read_side.runner.start()
     log.info("read side running (pid %d)", os.getpid())
     try:
-        stopping.wait()
+        while True:
+            _sweep(read_side)
+            if stopping.wait(config.abandon_after_s / SWEEPS_PER_SILENCE):
+                break
     finally:
         read_side.close()
+
+
+def _sweep(read_side: ReadSide) -> None:
+    try:
+        closed = read_side.close_abandoned()
+    except Exception:  # the next sweep tries again; the views and the ledger are the truth
+        log.exception("closing abandoned calls failed")
+        return
+    if closed:
+        log.warning("closed %d call(s) abandoned by gateway processes that are gone", closed)

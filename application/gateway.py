@@ -52,7 +52,10 @@ class Gateway:
         ledger: Ledger,
         prices: PriceBook,
         tokenizer: Tokenizer,
+        instance: str = "",
     ) -> None:
+        """`instance` names this gateway process in each Admitted event (see `abandonment`)."""
+        self.instance = instance
         self.config = config
         self.router = router
         self.providers = providers
@@ -136,6 +139,7 @@ class Gateway:
             model_group=model,
             stream=stream,
             decision=route_decision(first),
+            instance=self.instance,
         )
         return record, first, Admission(self.ledger, record)
 

@@ -26,6 +26,10 @@ class RequestRecord(Aggregate):
         model_group: str
         stream: bool
         decision: dict[str, Any]
+        instance: str = ""  # the gateway process that runs the call ("" before instances were recorded)
+
+        def apply(self, aggregate: "RequestRecord") -> None:
+            aggregate.deployment_id = str(self.decision.get("deployment") or "")
 
     class Denied(Aggregate.Created):
         call_type: str
@@ -52,6 +56,7 @@ class RequestRecord(Aggregate):
 
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.attempts = self.attempt
+            aggregate.deployment_id = self.deployment_id
 
     class Completed(Aggregate.Event):
         deployment_id: str
@@ -88,6 +93,17 @@ class RequestRecord(Aggregate):
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.outcome = "failed"
 
+    class Abandoned(Aggregate.Event):
+        """Admitted by a gateway process that ended (crashed, killed) before settling the call: what
+        the call did after its last recorded event is not known, so it costs nothing here."""
+
+        deployment_id: str  # the last deployment recorded for the call ("" if none)
+        instance: str
+        reason: str
+
+        def apply(self, aggregate: "RequestRecord") -> None:
+            aggregate.outcome = "abandoned"
+
     @classmethod
     def admit(
         cls,
@@ -99,6 +115,7 @@ class RequestRecord(Aggregate):
         model_group: str,
         stream: bool,
         decision: dict[str, Any] | None = None,
+        instance: str = "",
     ) -> "RequestRecord":
         return cls._create(
             cls.Admitted,
@@ -109,6 +126,7 @@ class RequestRecord(Aggregate):
             model_group=model_group,
             stream=stream,
             decision=decision or {},
+            instance=instance,
         )
 
     @classmethod
@@ -146,6 +164,7 @@ class RequestRecord(Aggregate):
         self.attempts = 0
         self.outcome: str | None = None
         self.cost = Decimal(0)
+        self.deployment_id = ""
 
     def record_attempt_failure(
         self,
@@ -235,6 +254,10 @@ class RequestRecord(Aggregate):
     def fail(self, *, status_code: int, error_type: str, reason: str) -> None:
         self._require_open()
         self.trigger_event(self.Failed, status_code=status_code, error_type=error_type, reason=reason)
+
+    def abandon(self, *, instance: str, reason: str) -> None:
+        self._require_open()
+        self.trigger_event(self.Abandoned, deployment_id=self.deployment_id, instance=instance, reason=reason)
 
     @property
     def is_open(self) -> bool:

@@ -6,24 +6,33 @@ object graph here, and nothing else names an adapter. The library needs no web f
 from __future__ import annotations
 
 import os
+import socket
 import threading
+import uuid
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from functools import cache
 from typing import Callable, Mapping, Protocol
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError
 
+from moneta.application import abandonment
 from moneta.application.config import Deployment, GatewayConfig
 from moneta.application.gateway import Gateway
 from moneta.application.ports import CooldownStore, Ledger, LedgerReader, PriceBook, ProviderRegistry, UsageMeter
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
+from moneta.domain.request_record import RequestRecord
 from moneta.infrastructure.aggregate_reader import EventStoreReader
 from moneta.infrastructure.event_store import StoreLocation
 from moneta.infrastructure.event_store import migrate as migrate_store
+from moneta.projections.in_flight import InFlightQueries
+from moneta.projections.instances import InstanceHeartbeat
 from moneta.projections.queries import SpendQueries
 from moneta.projections.runner import ProjectionRunner
 from moneta.projections.view_store import ViewStore
+
 
 class Probe(Protocol):
     """A readiness check: `GET /health/readiness` shows `{field: label}` when it passes."""
@@ -54,6 +63,7 @@ class Container:
     tokenizer: EncodingTokenizer
     cooldowns: CooldownStore
     usage: UsageMeter
+    instance: str = field(default_factory=lambda: instance_name())  # this process, in the ledger's Admitted events
     gateway: Gateway = field(init=False)
     views: SpendQueries | None = None  # the read side's queries, in a proxy worker
     background: list[Background] = field(default_factory=list)
@@ -71,7 +81,7 @@ class Container:
     def _gateway(self, config: GatewayConfig) -> Gateway:
         journal = HealthJournal(self.reader, self.ledger)
         router = DeploymentRouter(config, self.cooldowns, self.usage, journal, self.tokenizer, self.prices)
-        return Gateway(config, router, self.providers, self.ledger, self.prices, self.tokenizer)
+        return Gateway(config, router, self.providers, self.ledger, self.prices, self.tokenizer, self.instance)
 
     def on_close(self, action: Callable[[], None]) -> None:
         self._closing.append(action)
@@ -82,6 +92,11 @@ class Container:
             action()
         self.cooldowns.close()
         self.event_store.close()
+
+
+def instance_name() -> str:
+    """host:pid:random, unique to this process's life (a pid is reused; the random part is not)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def environment() -> dict[str, str]:
@@ -126,6 +141,8 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
     store = open_view_store(container.location)
     container.views = SpendQueries(store)
     container.on_close(store.close)
+    beat_s = abandonment.beat_interval_s(config.abandon_after_s)
+    container.background.append(InstanceHeartbeat(store, container.instance, beat_s))
     checks = background_health_checks(config, container.gateway.router, container.providers)
     if checks is not None:
         container.background.append(checks)
@@ -143,6 +160,19 @@ class ReadSide:
     event_store: Application
     store: ViewStore
     runner: ProjectionRunner
+    abandon_after_s: float
+
+    def close_abandoned(self) -> int:
+        """Ends as Abandoned the calls of gateway processes that are gone; returns how many."""
+        return abandonment.sweep(InFlightQueries(self.store), EventStoreReader(self.event_store),
+                                 self._save_unless_moved, datetime.now(UTC), self.abandon_after_s)
+
+    def _save_unless_moved(self, record: RequestRecord) -> bool:
+        try:
+            self.event_store.save(record)
+        except IntegrityError:  # its process settled it after all
+            return False
+        return True
 
     def close(self) -> None:
         self.runner.stop()
@@ -154,7 +184,8 @@ def build_read_side(config: GatewayConfig) -> ReadSide:
     location = StoreLocation.from_url(config.database_url)
     event_store = location.open()
     store = open_view_store(location)
-    return ReadSide(event_store, store, ProjectionRunner(event_store, store, listen_dsn=location.postgres_dsn))
+    runner = ProjectionRunner(event_store, store, listen_dsn=location.postgres_dsn)
+    return ReadSide(event_store, store, runner, config.abandon_after_s)
 
 
 def open_view_store(location: StoreLocation) -> ViewStore:

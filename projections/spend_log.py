@@ -54,6 +54,7 @@ EVENT_TYPES = (
     RequestRecord.Completed,
     RequestRecord.Interrupted,
     RequestRecord.Failed,
+    RequestRecord.Abandoned,
 )
 
 COLUMNS = (
@@ -62,7 +63,7 @@ COLUMNS = (
     "total_tokens", "spend", "status", "attempts", "error_type", "status_code", "price_source", "metadata",
 )
 _UPSERT = upsert_sql("spend_logs", COLUMNS, key=("request_id",))
-_OUTCOMES = (RequestRecord.Denied, RequestRecord.Completed, RequestRecord.Failed)
+_OUTCOMES = (RequestRecord.Denied, RequestRecord.Completed, RequestRecord.Failed, RequestRecord.Abandoned)
 
 
 def apply_page(cur: ViewCursor, page: Page) -> None:
@@ -110,6 +111,9 @@ def _apply(rows: dict[str, dict[str, Any]], event: Any) -> None:
     elif isinstance(event, RequestRecord.Failed):
         row.update(end_time=event.timestamp, status="failure", error_type=event.error_type,
                    status_code=event.status_code, metadata={"reason": event.reason})
+    elif isinstance(event, RequestRecord.Abandoned):
+        row.update(end_time=event.timestamp, status="abandoned", model_id=event.deployment_id or row["model_id"],
+                   metadata={"reason": event.reason, "instance": event.instance})
 
 
 def _outcome(event: Any) -> dict[str, Any]:

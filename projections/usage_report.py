@@ -35,7 +35,8 @@ DDL = (
         PRIMARY KEY (day, api_key, end_user, model)
     )""",
 )
-EVENT_TYPES = (RequestRecord.Denied, RequestRecord.Completed, RequestRecord.Interrupted, RequestRecord.Failed)
+EVENT_TYPES = (RequestRecord.Denied, RequestRecord.Completed, RequestRecord.Interrupted, RequestRecord.Failed,
+               RequestRecord.Abandoned)
 
 COUNTERS = (
     "requests",
@@ -52,6 +53,7 @@ _STATUS_COUNTER = {
     "failure": "failed_requests",
     "client_disconnected": "interrupted_requests",
     "denied": "denied_requests",
+    "abandoned": "failed_requests",  # its process died: a failure as the caller saw it
 }
 _KEY = ("day", "api_key", "end_user", "model")
 
