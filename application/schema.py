@@ -43,7 +43,8 @@ def tagged_or_other(choices: dict[str, Any], other: Any) -> Any:
     def choose(value: Any) -> str | None:
         if not isinstance(value, dict):
             return None
-        return value.get("type") if value.get("type") in choices else "other"
+        kind = value.get("type")
+        return kind if isinstance(kind, str) and kind in choices else "other"
 
     members = [Annotated[shape, Tag(name)] for name, shape in choices.items()] + [Annotated[other, Tag("other")]]
     return Annotated[Union[tuple(members)], Discriminator(choose, custom_error_type="dict_type")]
