@@ -31,18 +31,22 @@ class URLSource(Open):
     url: str
 
 
+ImageSource = tagged_or_other({"base64": Base64Source, "url": URLSource}, OtherType)
+
+
 class ImageBlock(Open):
     type: Literal["image"]
-    source: tagged_or_other({"base64": Base64Source, "url": URLSource}, OtherType)
+    source: ImageSource
 
 
 _RESULT_BLOCKS = {"text": TextBlock, "image": ImageBlock}
+ResultBlock = tagged_or_other(_RESULT_BLOCKS, OtherType)
 
 
 class ToolResultBlock(Open):
     type: Literal["tool_result"]
     tool_use_id: str
-    content: NotRequired[Union[str, list[tagged_or_other(_RESULT_BLOCKS, OtherType)], None]]
+    content: NotRequired[Union[str, list[ResultBlock], None]]
     is_error: NotRequired[Optional[bool]]
 
 
