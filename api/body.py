@@ -1,4 +1,5 @@
-"""Reading request bodies: size limit first, then JSON with orjson."""
+"""Reading request bodies: size limit first, then JSON with orjson, refusing text the ledger
+cannot store."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,6 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
+from moneta.application.json_limits import check_carriable
 from moneta.domain.errors import BadRequestError, RequestTooLargeError
 
 
@@ -37,4 +39,5 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise BadRequestError(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequestError("The request body must be a JSON object.", code="invalid_json")
+    check_carriable(body, raw)
     return body

@@ -15,33 +15,24 @@ from typing import Any
 
 import orjson
 
+from moneta.application.anthropic_schemas import CountTokensRequest, MessagesRequest
+from moneta.application.schema import Shape
 from moneta.domain.errors import BadRequestError
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}
-_ROLES = {"user", "assistant"}
+_WORDING = {"max_tokens": "must be an integer of at least 1", "messages": "must be a non-empty array"}
+_REQUEST = Shape(MessagesRequest, anthropic=True, wording=_WORDING)
+_COUNT_TOKENS = Shape(CountTokensRequest, anthropic=True, wording=_WORDING)
+_TOOL_CHOICES = {"auto": "auto", "none": "none", "any": "required"}
 
 
 # -- request -------------------------------------------------------------------------------
 
 def validate_request(body: Any, *, require_max_tokens: bool = True) -> str:
-    """The model, once the body has what Anthropic requires; BadRequestError naming the field."""
-    if not isinstance(body, dict):
-        raise BadRequestError("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequestError("model: Field required", param="model")
-    max_tokens = body.get("max_tokens")
-    if (require_max_tokens or max_tokens is not None) and (
-            not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise BadRequestError("max_tokens: must be an integer of at least 1", param="max_tokens")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequestError("messages: must be a non-empty array", param="messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
-            raise BadRequestError(f"messages.{index}.role: must be 'user' or 'assistant'", param="messages")
-    return model
+    """The model, once the body has Anthropic's shape; BadRequestError naming the field."""
+    (_REQUEST if require_max_tokens else _COUNT_TOKENS).check(body)
+    return body["model"]
 
 
 def to_openai_chat(body: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +63,7 @@ def _system(system: Any) -> list[dict[str, Any]]:
         return []
     if isinstance(system, str):
         return [{"role": "system", "content": system}]
-    return [{"role": "system", "content": "\n".join(_text_of(block) for block in system)}]
+    return [{"role": "system", "content": "\n".join(block["text"] for block in system)}]
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -83,12 +74,8 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
-def _blocks(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    if not isinstance(content, list) or not all(isinstance(block, dict) for block in content):
-        raise BadRequestError("messages: content must be a string or an array of content blocks", param="messages")
-    return content
+def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
 
 
 def _user(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -106,14 +93,14 @@ def _user(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _tool_message(block: dict[str, Any]) -> dict[str, Any]:
     content = block.get("content")
     text = content if isinstance(content, str) else "\n".join(
-        _text_of(inner) for inner in _blocks(content or []) if inner.get("type") == "text")
+        inner["text"] for inner in _blocks(content or []) if inner.get("type") == "text")
     return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
 
 
 def _part(block: dict[str, Any]) -> dict[str, Any]:
     kind = block.get("type")
     if kind == "text":
-        return {"type": "text", "text": _text_of(block)}
+        return {"type": "text", "text": block["text"]}
     if kind == "image":
         return {"type": "image_url", "image_url": {"url": _image_url(block.get("source") or {})}}
     raise BadRequestError(f"content blocks of type {kind!r} are not supported here", param="messages")
@@ -128,7 +115,7 @@ def _image_url(source: dict[str, Any]) -> str:
 
 
 def _assistant(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    text = "".join(_text_of(b) for b in blocks if b.get("type") == "text")
+    text = "".join(b["text"] for b in blocks if b.get("type") == "text")
     calls = [{"id": b.get("id"), "type": "function",
               "function": {"name": b.get("name"), "arguments": orjson.dumps(b.get("input") or {}).decode()}}
              for b in blocks if b.get("type") == "tool_use"]
@@ -140,12 +127,6 @@ def _assistant(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if signed:
         message["thinking_blocks"] = signed
     return [message]
-
-
-def _text_of(block: Any) -> str:
-    if not isinstance(block, dict) or not isinstance(block.get("text"), str):
-        raise BadRequestError("a text block must have a string 'text'", param="messages")
-    return block["text"]
 
 
 def _reasoning_effort(thinking: Any) -> str | None:
@@ -167,10 +148,9 @@ def _tools(body: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _tool(tool: Any) -> dict[str, Any]:
-    if not isinstance(tool, dict) or tool.get("type") not in (None, "custom") or not tool.get("name"):
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        raise BadRequestError(f"tools: only custom tools with a name are supported here, got type {kind!r}",
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    if tool.get("type") not in (None, "custom"):
+        raise BadRequestError(f"tools: only custom tools are supported here, got type {tool['type']!r}",
                               param="tools")
     function = {"name": tool["name"], "parameters": tool.get("input_schema") or {"type": "object", "properties": {}}}
     if tool.get("description"):
@@ -179,14 +159,9 @@ def _tool(tool: Any) -> dict[str, Any]:
 
 
 def _tool_choice(choice: dict[str, Any]) -> Any:
-    kind = choice.get("type")
-    if kind == "tool":
-        return {"type": "function", "function": {"name": choice.get("name")}}
-    if kind in ("auto", "none"):
-        return kind
-    if kind == "any":
-        return "required"
-    raise BadRequestError(f"tool_choice.type must be auto, any, tool or none, got {kind!r}", param="tool_choice")
+    if choice["type"] == "tool":
+        return {"type": "function", "function": {"name": choice["name"]}}
+    return _TOOL_CHOICES[choice["type"]]
 
 
 # -- response ------------------------------------------------------------------------------

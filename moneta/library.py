@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import threading
 import uuid
-from typing import Any, AsyncIterator, BinaryIO, Iterator, Sequence
+from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator, Sequence
 
 from moneta import bootstrap
 from moneta.application import validation
 from moneta.application.config import Deployment
 from moneta.application.gateway import Caller, Gateway
+from moneta.application.json_limits import check_carriable, refuse_nul
 from moneta.application.ports import AudioFile
 from moneta.application.tokens import total_tokens
 from moneta.application.results import (
@@ -66,6 +67,12 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Any]
     return kwargs, settings, kwargs.pop("mock_response", None)
 
 
+def _check(validate: Callable[[Any], str], body: dict[str, Any]) -> None:
+    """The proxy's checks of a request: what any request must respect, then its shape."""
+    check_carriable(body)
+    validate(body)
+
+
 def _caller(body: dict[str, Any]) -> Caller:
     return Caller(end_user=str(body.get("user") or ""))
 
@@ -77,7 +84,7 @@ async def acompletion(model: str, messages: list[dict[str, Any]], stream: bool =
     body, settings, mock_response = _split({"model": model, "messages": messages, **kwargs})
     if stream:
         body["stream"] = True
-    validation.validate_chat(body)
+    _check(validation.validate_chat, body)
     gateway = _gateway(model, settings, mock_response)
     if stream:
         chunks = await gateway.open_chat_stream(_caller(body), body, uuid.uuid4())
@@ -87,21 +94,23 @@ async def acompletion(model: str, messages: list[dict[str, Any]], stream: bool =
 
 async def atext_completion(model: str, prompt: str | list[str], **kwargs: Any) -> ModelResponse:
     body, settings, mock_response = _split({"model": model, "prompt": prompt, **kwargs})
-    validation.validate_text_completion(body)
+    _check(validation.validate_text_completion, body)
     gateway = _gateway(model, settings, mock_response)
     return ModelResponse(await gateway.text_completion(_caller(body), body, uuid.uuid4()))
 
 
 async def aembedding(model: str, input: str | list[str], **kwargs: Any) -> EmbeddingResponse:  # noqa: A002
     body, settings, mock_response = _split({"model": model, "input": input, **kwargs})
-    validation.validate_embedding(body)
+    _check(validation.validate_embedding, body)
     gateway = _gateway(model, settings, mock_response)
     return EmbeddingResponse(await gateway.embedding(_caller(body), body, uuid.uuid4()))
 
 
 async def atranscription(model: str, file: BinaryIO | bytes | tuple[str, bytes], **kwargs: Any) -> TranscriptionResponse:
     fields, settings, mock_response = _split(dict(kwargs))
+    _check(validation.validate_transcription, {"model": model, **fields})
     audio = _audio(file)
+    refuse_nul({"file": audio.filename})
     gateway = _gateway(model, settings, mock_response)
     return TranscriptionResponse(
         await gateway.transcription(_caller(fields), model, audio, fields, uuid.uuid4())

@@ -6,7 +6,6 @@ Responses carry the ledger's request id in `request-id` (read by the SDK) and `x
 """
 from __future__ import annotations
 
-import logging
 import math
 import uuid
 from typing import Any, Callable, Coroutine, Iterable
@@ -18,16 +17,14 @@ from fastapi.routing import APIRoute
 from moneta.api.admission import admit, gateway
 from moneta.api.auth import authenticate
 from moneta.api.body import parse_json, read_body
+from moneta.api.errors import public, request_id_of, unexpected
 from moneta.api.responses import json_response
 from moneta.api.sse import stream_response
 from moneta.application import validation
 from moneta.application.anthropic_messages import to_anthropic_message, to_openai_chat, validate_request
 from moneta.application.anthropic_stream import AnthropicStream
 from moneta.application.tokens import prompt_tokens
-from moneta.domain.errors import GatewayError, InternalServerError, ModelNotFoundError
-from moneta.domain.redaction import redact
-
-log = logging.getLogger("moneta.api")
+from moneta.domain.errors import GatewayError, ModelNotFoundError
 
 CALL_TYPE = "anthropic_messages"
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -47,8 +44,7 @@ class _AnthropicErrors(APIRoute):
             except GatewayError as error:
                 return _error_response(request, error)
             except Exception as error:  # noqa: BLE001 - the client still gets Anthropic's shape
-                log.error("unhandled %s: %s", type(error).__name__, redact(str(error), _secrets(request)))
-                return _error_response(request, InternalServerError("The server had an error processing your request."))
+                return _error_response(request, unexpected(error, request_id_of(request), _secrets(request)))
 
         return handle
 
@@ -63,8 +59,8 @@ async def messages(request: Request) -> Response:
     model = call.body["model"]
     if call.call.get("stream"):
         chunks = await gateway(request).open_chat_stream(call.caller, call.call, call.request_id, call_type=CALL_TYPE)
-        return stream_response(chunks, _AnthropicFraming(AnthropicStream(message_id, model)), _secrets(request),
-                               _ids(call.request_id))
+        framing = _AnthropicFraming(AnthropicStream(message_id, model), str(call.request_id), _secrets(request))
+        return stream_response(chunks, framing, _secrets(request), _ids(call.request_id))
     response = await gateway(request).chat(call.caller, call.call, call.request_id, call_type=CALL_TYPE)
     return json_response(to_anthropic_message(response, message_id, model), headers=_ids(call.request_id))
 
@@ -93,8 +89,10 @@ def _checked(body: Any) -> dict[str, Any]:
 class _AnthropicFraming:
     """Anthropic's named SSE events (`event: <type>`), re-told from the chat chunks."""
 
-    def __init__(self, stream: AnthropicStream) -> None:
+    def __init__(self, stream: AnthropicStream, request_id: str, secrets: tuple[str, ...]) -> None:
         self._stream = stream
+        self._request_id = request_id
+        self._secrets = secrets
 
     def start(self) -> Iterable[bytes]:
         return map(_event, self._stream.start())
@@ -106,7 +104,7 @@ class _AnthropicFraming:
         return map(_event, self._stream.finish())
 
     def error(self, error: GatewayError) -> bytes:
-        return _event(_anthropic_error(error))
+        return _event(_anthropic_error(public(error, self._request_id, self._secrets), self._request_id))
 
 
 def _event(event: dict[str, Any]) -> bytes:
@@ -123,9 +121,9 @@ def _anthropic_error(error: GatewayError, request_id: str | None = None) -> dict
 
 
 def _error_response(request: Request, error: GatewayError) -> Response:
-    error.message = redact(error.message, _secrets(request))
-    request_id = getattr(request.state, "request_id", None)
-    headers = _ids(request_id) if request_id else {}
+    request_id = request_id_of(request)
+    error = public(error, request_id, _secrets(request))
+    headers = _ids(request_id)
     if error.retry_after is not None:
         headers["retry-after"] = str(max(1, math.ceil(error.retry_after)))
     return json_response(_anthropic_error(error, request_id), status_code=error.status_code, headers=headers)

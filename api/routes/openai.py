@@ -2,28 +2,43 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from starlette.datastructures import FormData
 
 from moneta.api.admission import admit, gateway, new_request_id
 from moneta.api.auth import authenticate
 from moneta.api.body import check_declared_size
+from moneta.api.errors import public
 from moneta.api.responses import json_response
 from moneta.api.sse import OpenAIFraming, stream_response
 from moneta.application import validation
 from moneta.application.gateway import Caller, Gateway
+from moneta.application.json_limits import refuse_nul
 from moneta.application.ports import AudioFile
-from moneta.domain.errors import BadRequestError
+from moneta.domain.errors import BadRequestError, GatewayError
 
 router = APIRouter()
 
-_TRANSCRIPTION_FIELDS = ("language", "prompt", "response_format", "temperature", "timestamp_granularities[]")
+_TRANSCRIPTION_FIELDS = ("model", "language", "prompt", "response_format", "temperature",
+                         "timestamp_granularities[]")
 
 
 def _json(payload: dict[str, Any], request_id: uuid.UUID) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json", headers={"x-request-id": str(request_id)})
+
+
+class _Framing(OpenAIFraming):
+    """OpenAI's SSE framing; a 500 in mid-stream says no more than one before it."""
+
+    def __init__(self, request_id: str, secrets: tuple[str, ...]) -> None:
+        self._request_id = request_id
+        self._secrets = secrets
+
+    def error(self, error: GatewayError) -> bytes:
+        return super().error(public(error, self._request_id, self._secrets))
 
 
 def _checked(validate: Callable[[Any], str]) -> Callable[[Any], dict[str, Any]]:
@@ -48,7 +63,8 @@ async def chat_completions(request: Request) -> Response:
     call = await admit(request, "chat", _checked(validation.validate_chat))
     if call.body.get("stream"):
         chunks = await gateway(request).open_chat_stream(call.caller, call.call, call.request_id)
-        return stream_response(chunks, OpenAIFraming(), request.app.state.container.config.secrets(),
+        secrets = request.app.state.container.config.secrets()
+        return stream_response(chunks, _Framing(str(call.request_id), secrets), secrets,
                                {"x-request-id": str(call.request_id)})
     return _json(await gateway(request).chat(call.caller, call.call, call.request_id), call.request_id)
 
@@ -81,21 +97,34 @@ async def transcriptions(request: Request) -> Response:
     request_id = new_request_id(request)
     check_declared_size(request)
     form = await request.form(max_part_size=request.app.state.container.config.max_request_body_bytes)
-    model, upload = form.get("model"), form.get("file")
-    if not isinstance(model, str) or not model:
-        error = BadRequestError("'model' is required.", param="model")
-        await gateway(request).deny(caller, "transcription", "", error, request_id)
-        raise error
-    if upload is None or isinstance(upload, str):
-        error = BadRequestError("'file' is required: the audio file, as multipart form data.", param="file")
+    model = ""
+    try:
+        fields = _transcription_fields(form)
+        model = fields.pop("model")
+        audio = await _audio_file(form)
+    except GatewayError as error:
         await gateway(request).deny(caller, "transcription", model, error, request_id)
-        raise error
-    audio = AudioFile(upload.filename or "audio", await upload.read(), upload.content_type or "application/octet-stream")
-    fields = {k: v for k in _TRANSCRIPTION_FIELDS if isinstance(v := form.get(k), str)}
+        raise
     result = await gateway(request).transcription(caller, model, audio, fields, request_id)
     if fields.get("response_format") in ("text", "srt", "vtt"):
         return Response(result["text"], media_type="text/plain", headers={"x-request-id": str(request_id)})
     return _json(result, request_id)
+
+
+def _transcription_fields(form: FormData) -> dict[str, str]:
+    """The form's text fields the call takes (the first value of each), checked."""
+    fields = {name: value for name in _TRANSCRIPTION_FIELDS if (value := form.get(name)) is not None}
+    refuse_nul(fields)
+    validation.validate_transcription(fields)
+    return cast(dict[str, str], fields)  # validated: every value is text
+
+
+async def _audio_file(form: FormData) -> AudioFile:
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise BadRequestError("'file' is required: the audio file, as multipart form data.", param="file")
+    refuse_nul({"file": upload.filename or ""})
+    return AudioFile(upload.filename or "audio", await upload.read(), upload.content_type or "application/octet-stream")
 
 
 @router.get("/v1/models")

@@ -6,41 +6,73 @@ the including app's business.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Request
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
+from typing_extensions import NotRequired
 
+from moneta.application.json_limits import refuse_nul
+from moneta.application.schema import OpenText, Shape
+from moneta.domain.errors import BadRequestError
 from moneta.projections.queries import MAX_PAGE_SIZE, SpendLogPage, SpendQueries
 
 router = APIRouter(tags=["spend"])
 
+# Spend exists from 1970 on; the day after the last date asked for must still be a date.
+_YEARS = range(1970, 9999)
+_MAX_PAGE = 1_000_000
 
-@dataclass
-class SpendLogFilters:
+
+def _moment(value: str) -> str:
+    try:
+        year = datetime.fromisoformat(value).year
+    except ValueError:
+        year = None
+    if year not in _YEARS:
+        raise PydanticCustomError("invalid_date", "must be YYYY-MM-DD or an ISO 8601 time, from 1970 to 9998")
+    return value
+
+
+Moment = Annotated[str, AfterValidator(_moment)]
+
+
+class _Dates(OpenText):
+    start_date: NotRequired[Moment]
+    end_date: NotRequired[Moment]
+
+
+class SpendLogQuery(_Dates):
     """LiteLLM's query parameters of the spend-log routes."""
 
-    start_date: str | None = None
-    end_date: str | None = None
-    api_key: str | None = None
-    request_id: str | None = None
-    user_id: str | None = None
-    model: str | None = None
-    page: int = Query(1, ge=1)
-    page_size: int = Query(50, ge=1, le=MAX_PAGE_SIZE)
+    api_key: NotRequired[str]
+    request_id: NotRequired[str]
+    user_id: NotRequired[str]
+    model: NotRequired[str]
+    page: NotRequired[Annotated[int, Field(ge=1, le=_MAX_PAGE)]]
+    page_size: NotRequired[Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]]
+
+
+class SpendReportQuery(_Dates):
+    group_by: NotRequired[Literal["team", "customer", "api_key", "model"]]
+
+
+_LOGS = Shape(SpendLogQuery)
+_REPORT = Shape(SpendReportQuery)
 
 
 @router.get("/spend/logs")
-async def spend_logs(request: Request, filters: SpendLogFilters = Depends()) -> list[dict[str, Any]]:
-    return _jsonable((await _query_logs(request, filters)).rows)
+async def spend_logs(request: Request) -> list[dict[str, Any]]:
+    return _jsonable((await _query_logs(request)).rows)
 
 
 @router.get("/spend/logs/v2")
-async def spend_logs_v2(request: Request, filters: SpendLogFilters = Depends()) -> dict[str, Any]:
-    result = await _query_logs(request, filters)
+async def spend_logs_v2(request: Request) -> dict[str, Any]:
+    result = await _query_logs(request)
     return {
         "data": _jsonable(result.rows),
         "total": result.total,
@@ -51,30 +83,34 @@ async def spend_logs_v2(request: Request, filters: SpendLogFilters = Depends()) 
 
 
 @router.get("/global/spend/report")
-async def global_spend_report(
-    request: Request,
-    start_date: str | None = None,
-    end_date: str | None = None,
-    group_by: Literal["team", "customer", "api_key", "model"] = "model",
-) -> list[dict[str, Any]]:
+async def global_spend_report(request: Request) -> list[dict[str, Any]]:
+    query = _query(request, _REPORT)
     views: SpendQueries = request.app.state.views
-    try:
-        report = await run_in_threadpool(
-            views.spend_report, start_date=start_date, end_date=end_date, group_by=group_by
-        )
-    except ValueError as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from None
+    report = await _ask(views.spend_report, start_date=query.get("start_date"), end_date=query.get("end_date"),
+                        group_by=query.get("group_by", "model"))
     return _jsonable(report)
 
 
-async def _query_logs(request: Request, filters: SpendLogFilters) -> SpendLogPage:
+async def _query_logs(request: Request) -> SpendLogPage:
+    query = _query(request, _LOGS)
     views: SpendQueries = request.app.state.views
-    query = {**asdict(filters), "user": filters.user_id}
-    del query["user_id"]
+    filters = {name: query.get(name) for name in ("start_date", "end_date", "api_key", "request_id", "model")}
+    return await _ask(views.spend_logs, **filters, user=query.get("user_id"), page=query.get("page", 1),
+                      page_size=query.get("page_size", 50))
+
+
+def _query(request: Request, shape: Shape) -> dict[str, Any]:
+    """The query parameters (the last value of each), checked and read as their types."""
+    query = dict(request.query_params)
+    refuse_nul(query)
+    return shape.check(query)
+
+
+async def _ask(question: Callable[..., Any], **arguments: Any) -> Any:
     try:
-        return await run_in_threadpool(views.spend_logs, **query)
+        return await run_in_threadpool(question, **arguments)
     except ValueError as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from None
+        raise BadRequestError(str(exc), code="invalid_value") from None
 
 
 def _jsonable(value: Any) -> Any:

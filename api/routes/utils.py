@@ -18,7 +18,7 @@ async def token_counter(request: Request) -> Response:
     the `encoding` used and whether the count is `exact` (else an estimate, see application.tokens)."""
     authenticate(request)
     body = parse_json(await read_body(request))
-    model = validation.require_model(body)
+    model = validation.validate_token_count(body)
     container = request.app.state.container
     used = provider_model(container.config, model)
     count = count_tokens(container.tokenizer, used, messages=body.get("messages"), text=body.get("prompt"))
