@@ -54,6 +54,7 @@ class GatewayConfig:
     request_timeout: float = 600.0
     drop_params: bool = False
     graceful_shutdown_timeout_s: float = 30.0  # how long `moneta serve` lets in-flight requests finish on SIGTERM
+    ledger_timeout_s: float = 5.0  # how long a call waits for its events to be durable before its 503
     # The settings as written: they may hold credentials (redis_password, database_url, ...).
     router_settings: dict[str, Any] = field(default_factory=dict, repr=False)
     litellm_settings: dict[str, Any] = field(default_factory=dict, repr=False)
