@@ -113,7 +113,8 @@ class GroupCommitLedger:
         while pending or not stopping:
             stopping = self._take(pending, wait=not pending and not stopping) or stopping
             pending = self._drop_late_and_broken(pending)
-            if not pending:
+            if not pending:  # no write is failing now (readiness must not wait for traffic to say so)
+                self._healthy = True
                 continue
             pending, failed = self._write(pending)
             if failed:
