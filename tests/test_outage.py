@@ -11,11 +11,16 @@ from typing import Callable, Iterator
 
 import httpx
 import pytest
+from eventsourcing.persistence import OperationalError
 from fastapi.testclient import TestClient
 
 from moneta.api.app import create_app
 from moneta.bootstrap import build
+from moneta.domain.request_record import RequestRecord
+from moneta.infrastructure.aggregate_reader import EventStoreReader
 from moneta.infrastructure.config_loader import parse_config
+from moneta.infrastructure.event_store import StoreLocation, migrate
+from tests.test_group_commit import _completed_record
 from tests.live_server import LiveServer
 from tests.tcp_proxy import TcpProxy
 
@@ -62,6 +67,40 @@ def test_an_outage_is_answered_fast_and_recovered_from(proxied_server):
     _wait_for(lambda: _in_spend_logs(server, after), "the call after the outage in the spend logs")
     assert _in_spend_logs(server, before)
     assert not _in_spend_logs(server, refused)  # its events were dropped, as its 503 said
+
+
+@pytest.fixture
+def proxied_reader(postgres_url) -> Iterator[tuple[EventStoreReader, TcpProxy, RequestRecord]]:
+    """A reader of the ledger through a proxy, its pool full of connections for a cut to kill."""
+    with TcpProxy.in_front_of(postgres_url) as proxy:
+        location = StoreLocation.from_url(proxy.url_for(postgres_url))
+        migrate(location)
+        app = location.open()
+        record = _completed_record()
+        app.save(record)
+        app.recorder.datastore.pool.wait(10)
+        yield EventStoreReader(app), proxy, record
+        app.close()
+
+
+def test_a_ledger_read_in_an_outage_fails_within_about_a_second(proxied_reader):
+    reader, proxy, _ = proxied_reader
+    proxy.cut()
+    started = time.monotonic()
+    with pytest.raises(OperationalError):
+        reader.head()
+    assert time.monotonic() - started < 2.0
+
+
+def test_the_first_ledger_reads_after_a_restart_do_not_fail_on_dead_connections(proxied_reader):
+    reader, proxy, record = proxied_reader
+    proxy.cut()
+    proxy.restore()
+    assert reader.get(record.id).outcome == "completed"
+    reader.app.recorder.datastore.pool.wait(10)
+    proxy.cut()
+    proxy.restore()
+    assert reader.head() == 2
 
 
 def _chat(server: LiveServer) -> httpx.Response:
