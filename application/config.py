@@ -55,6 +55,7 @@ class GatewayConfig:
     drop_params: bool = False
     graceful_shutdown_timeout_s: float = 30.0  # how long `moneta serve` lets in-flight requests finish on SIGTERM
     abandon_after_s: float = 30.0  # a gateway process silent this long is gone: its open calls end as Abandoned
+    ledger_timeout_s: float = 5.0  # how long a call waits for its events to be durable before its 503
     # The settings as written: they may hold credentials (redis_password, database_url, ...).
     router_settings: dict[str, Any] = field(default_factory=dict, repr=False)
     litellm_settings: dict[str, Any] = field(default_factory=dict, repr=False)

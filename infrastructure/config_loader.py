@@ -47,7 +47,7 @@ _GENERAL = {"master_key", "database_url", "max_request_size_mb", "max_response_s
             "enable_jwt_auth", "litellm_jwtauth", "infer_model_from_keys", "disable_reset_budget",
             "use_redis_transaction_buffer", "maximum_spend_logs_retention_period", "pass_through_endpoints",
             "max_parallel_requests", "global_max_parallel_requests", "user_header_name", "redis_url",
-            "graceful_shutdown_timeout_s", "abandon_after_s"}
+            "graceful_shutdown_timeout_s", "abandon_after_s", "ledger_timeout_s"}
 _LITELLM = {"drop_params", "num_retries", "request_timeout", "set_verbose", "json_logs", "callbacks",
             "success_callback", "failure_callback", "service_callback", "cache", "cache_params", "context_window_fallbacks",
             "content_policy_fallbacks", "default_fallbacks", "fallbacks", "turn_off_message_logging",
@@ -145,6 +145,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
         graceful_shutdown_timeout_s=_non_negative(general.get("graceful_shutdown_timeout_s", 30),
                                                   "general_settings.graceful_shutdown_timeout_s"),
         abandon_after_s=_positive(general.get("abandon_after_s", 30), "general_settings.abandon_after_s"),
+        ledger_timeout_s=_positive(general.get("ledger_timeout_s", 5), "general_settings.ledger_timeout_s"),
         router_settings=router,
         litellm_settings=litellm,
         general_settings={k: v for k, v in general.items() if k != "master_key"},
@@ -263,7 +264,7 @@ def _non_negative(value: Any, key: str) -> float:
 def _positive(value: Any, key: str) -> float:
     number = _number(value, key)
     if number <= 0:
-        raise ConfigError(f"{key} must be more than 0, got {value!r}")
+        raise ConfigError(f"{key} must be positive, got {value!r}")
     return number
 
 

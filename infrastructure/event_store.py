@@ -3,7 +3,13 @@
 Tables are created only by `migrate()` (under an advisory lock on Postgres), never by
 workers at start-up: several processes creating them at once crash on Postgres. On Postgres
 the events are written by `ColumnArrayRecorder` (batch_recorder.py), the library's recorder
-with a cheaper insert statement; the tables are the library's own.
+with a cheaper insert statement and bounded retries; the tables are the library's own.
+
+An outage costs each caller about a second per try, not minutes: a statement waits at most
+`CONNECTION_WAIT_S` for a pooled connection, a connection attempt gives up after
+`CONNECT_TIMEOUT_S`, and the pool's background reconnection stops after `RECONNECT_FOR_S`
+(psycopg's default backs off for up to 5 minutes, so a restarted server could wait about as long
+as the outage lasted for its first new connection); the next request for a connection tries afresh.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import Recording
 from eventsourcing.utils import get_topic, register_topic
+from psycopg_pool import ConnectionPool
 
 import moneta.domain
 from moneta.infrastructure.batch_recorder import ColumnArrayRecorder
@@ -23,6 +30,9 @@ from moneta.infrastructure.batch_recorder import ColumnArrayRecorder
 APP_NAME = "moneta"  # names the tables: moneta_events
 DEFAULT_SQLITE_FILE = "moneta.db"
 _MIGRATE_LOCK_ID = 0x6D6F6E657461  # "moneta"
+CONNECTION_WAIT_S = 1  # whole seconds: the library reads it with int()
+CONNECT_TIMEOUT_S = 2  # libpq's minimum
+RECONNECT_FOR_S = 2.0
 # Ledgers written before the layers moved under `moneta` name their events `domain.<module>:...`.
 register_topic("domain", moneta.domain)
 
@@ -39,6 +49,11 @@ class LedgerApplication(Application):
         self._notify(recordings)
         self.notify(processing_event.events)  # deprecated hook, still called by the library's save
         return recordings
+
+    def drop_dead_connections(self) -> None:
+        """After a failed write: the next try gets a live connection, not the next dead one."""
+        if isinstance(self.recorder, ColumnArrayRecorder):
+            self.recorder.drop_dead_connections()
 
 
 class _EventsFirst(ProcessingEvent):
@@ -83,13 +98,22 @@ class StoreLocation:
             "POSTGRES_PASSWORD": unquote(parts.password or ""),
             "POSTGRES_POOL_SIZE": "4",
             "POSTGRES_MAX_OVERFLOW": "4",
-            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_CONNECT_TIMEOUT": str(CONNECTION_WAIT_S),  # the pool's wait for a connection
             "APPLICATION_RECORDER_TOPIC": get_topic(ColumnArrayRecorder),
         }
         return cls("postgres", env, postgres_dsn=url.replace("postgres://", "postgresql://", 1))
 
     def open(self, create_tables: bool = False) -> LedgerApplication:
-        return LedgerApplication(env={**self.env, "CREATE_TABLE": "y" if create_tables else "n"})
+        app = LedgerApplication(env={**self.env, "CREATE_TABLE": "y" if create_tables else "n"})
+        if isinstance(app.recorder, ColumnArrayRecorder):
+            _bound_reconnection(app.recorder.datastore.pool)
+        return app
+
+
+def _bound_reconnection(pool: ConnectionPool) -> None:
+    """The library builds its pool with neither knob; connections made from now on get them."""
+    pool.kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
+    pool.reconnect_timeout = RECONNECT_FOR_S
 
 
 def _sqlite_path(url: str | None) -> str:

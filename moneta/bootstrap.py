@@ -125,7 +125,8 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
     event_store = location.open()
     cooldowns, usage = _shared_counters(config)
     return Container(config=config, location=location, event_store=event_store,
-                     ledger=GroupCommitLedger(event_store), reader=EventStoreReader(event_store),
+                     ledger=GroupCommitLedger(event_store, timeout_s=config.ledger_timeout_s),
+                     reader=EventStoreReader(event_store),
                      providers=default_providers(environ), prices=price_book(), tokenizer=tokenizer(),
                      cooldowns=cooldowns, usage=usage)
 

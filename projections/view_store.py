@@ -179,8 +179,12 @@ class PostgresViewStore(ViewStore):
         from psycopg_pool import ConnectionPool
 
         self.dsn = dsn
+        # A pooled connection is checked before use: after a database restart a query must not fail
+        # on a connection that died meanwhile. Waits are bounded (psycopg waits 30 s for a connection,
+        # and backs reconnection off for up to 5 minutes, which would delay recovery as long).
         self._pool = ConnectionPool(
-            dsn, min_size=1, max_size=max_connections, kwargs={"row_factory": dict_row}, open=True
+            dsn, min_size=1, max_size=max_connections, kwargs={"row_factory": dict_row, "connect_timeout": 2},
+            check=ConnectionPool.check_connection, timeout=5.0, reconnect_timeout=2.0, open=True,
         )
 
     def translate(self, sql: str) -> str:

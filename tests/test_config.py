@@ -144,3 +144,10 @@ def test_the_shutdown_grace_period_is_read_from_general_settings(caplog):
 def test_secrets_do_not_show_in_the_config_repr(tmp_path):
     config = load_config(_write(tmp_path, LITELLM_FILE), ENV)
     assert "sk-1234" not in repr(config) and "sk-openai-test" not in repr(config)
+
+
+def test_the_ledger_timeout_is_read_from_general_settings_and_must_be_positive():
+    assert parse_config({}, {}).ledger_timeout_s == 5
+    assert parse_config({"general_settings": {"ledger_timeout_s": 2}}, {}).ledger_timeout_s == 2
+    with pytest.raises(ConfigError, match="general_settings.ledger_timeout_s"):
+        parse_config({"general_settings": {"ledger_timeout_s": 0}}, {})

@@ -49,7 +49,7 @@ ACK_BEFORE_COMMIT = '''
 import asyncio, time
 from moneta.infrastructure.group_commit import GroupCommitLedger
 
-_record, _commit = GroupCommitLedger.record, GroupCommitLedger._commit
+_record, _write = GroupCommitLedger.record, GroupCommitLedger._write
 
 def record(self, rec):
     _record(self, rec).add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -57,11 +57,11 @@ def record(self, rec):
     early.set_result(None)
     return early
 
-def _slow_commit(self, batch):
+def _slow_write(self, batch):
     time.sleep(0.3)
-    _commit(self, batch)
+    return _write(self, batch)
 
-GroupCommitLedger.record, GroupCommitLedger._commit = record, _slow_commit
+GroupCommitLedger.record, GroupCommitLedger._write = record, _slow_write
 '''
 
 

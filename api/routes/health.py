@@ -1,16 +1,17 @@
 """LiteLLM's health routes: liveliness (the process answers) and readiness (its stores do, and
-the read side keeps up with the ledger)."""
+the read side keeps up with the ledger). A check that does not answer in time counts as unreachable."""
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable, TypeVar
 
 from eventsourcing.application import Application
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
-from starlette.concurrency import run_in_threadpool
 
 from moneta.api.responses import json_response
-from moneta.bootstrap import Container
+from moneta.bootstrap import Container, Probe
 from moneta.projections.runner import DEFAULT_NAME
 from moneta.projections.status import read_status
 from moneta.projections.view_store import ViewStore
@@ -18,6 +19,11 @@ from moneta.projections.view_store import ViewStore
 router = APIRouter()
 READ_SIDE_DOWN_AFTER_S = 5.0  # without a heartbeat (the runner beats about once a second)
 READ_SIDE_LAGGING_AFTER_S = 1.0
+READINESS_CHECK_S = 0.8  # each check, all at once: readiness answers within a second whatever is down
+# The ledger and view reads run on threads of their own: a read stuck until its connection wait
+# ends (an outage) must not hold a thread of the pool that serves requests.
+_CHECK_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="moneta-readiness")
+T = TypeVar("T")
 
 
 @router.get("/health/liveliness")
@@ -28,22 +34,38 @@ async def liveliness() -> PlainTextResponse:
 
 @router.get("/health/readiness")
 async def readiness(request: Request) -> Response:
-    container = request.app.state.container
-    checks: dict[str, Any] = {"db": await run_in_threadpool(_ledger_status, container)}
-    probes_pass = True
+    container: Container = request.app.state.container
+    checks: dict[str, Awaitable[Any]] = {"db": _bounded(_in_thread(_ledger_status, container), "unreachable")}
     for probe in container.probes:
-        passed = await probe()
-        checks[probe.field] = probe.label if passed else "unreachable"
-        probes_pass = probes_pass and passed
+        checks[probe.field] = _bounded(_probe_status(probe), "unreachable")
     if container.views is not None:
-        checks["read_side"] = await run_in_threadpool(_read_side_status, container.event_store, container.views.store)
-    read_side = checks.get("read_side", {}).get("status")
-    healthy = checks["db"] == "connected" and probes_pass and read_side != "down"
+        checks["read_side"] = _bounded(_in_thread(_read_side_status, container.event_store, container.views.store),
+                                       _read_side_unknown("unreachable"))
+    results = dict(zip(checks, await asyncio.gather(*checks.values())))
+    read_side = results.get("read_side", {"status": "ok"})["status"]
+    healthy = (results["db"] == "connected"
+               and all(results[probe.field] == probe.label for probe in container.probes)
+               and read_side in ("ok", "lagging", "degraded"))
     # Degraded: serving, but some events are quarantined and missing from the views.
     overall = "unhealthy" if not healthy else "degraded" if read_side == "degraded" else "healthy"
-    body = {"status": overall, **checks,
+    body = {"status": overall, **results,
             "ledger": container.location.kind, "litellm_version": None, "moneta_version": request.app.version}
     return json_response(body, status_code=200 if healthy else 503)
+
+
+async def _bounded(check: Awaitable[T], on_timeout: T) -> T:
+    try:
+        return await asyncio.wait_for(check, READINESS_CHECK_S)
+    except asyncio.TimeoutError:
+        return on_timeout
+
+
+def _in_thread(read: Callable[..., T], *args: Any) -> "asyncio.Future[T]":
+    return asyncio.get_running_loop().run_in_executor(_CHECK_THREADS, read, *args)
+
+
+async def _probe_status(probe: Probe) -> str:
+    return probe.label if await probe() else "unreachable"
 
 
 def _ledger_status(container: Container) -> str:
@@ -58,9 +80,12 @@ def _read_side_status(app: Application, store: ViewStore) -> dict[str, Any]:
     """Down when no heartbeat proves the projection runner alive; degraded when events are
     quarantined; lagging (still serving) when behind."""
     try:
-        status = next(status for status in read_status(app, store) if status.name == DEFAULT_NAME)
-    except Exception:  # no tracking row, or the views unreachable: nothing proves the read side alive
-        return {"status": "down", "lag_events": None, "lag_s": None, "heartbeat_age_s": None, "quarantined": None}
+        statuses = read_status(app, store)
+    except Exception:  # the views or the ledger cannot be read
+        return _read_side_unknown("unreachable")
+    status = next((status for status in statuses if status.name == DEFAULT_NAME), None)
+    if status is None:  # no tracking row: nothing proves the read side alive
+        return _read_side_unknown("down")
     age = status.heartbeat_age_s
     if age is None or age > READ_SIDE_DOWN_AFTER_S:
         state = "down"
@@ -70,3 +95,7 @@ def _read_side_status(app: Application, store: ViewStore) -> dict[str, Any]:
         state = "lagging" if status.lag_s > READ_SIDE_LAGGING_AFTER_S else "ok"
     return {"status": state, "lag_events": status.lag_events, "lag_s": round(status.lag_s, 3),
             "heartbeat_age_s": None if age is None else round(age, 3), "quarantined": status.quarantined}
+
+
+def _read_side_unknown(state: str) -> dict[str, Any]:
+    return {"status": state, "lag_events": None, "lag_s": None, "heartbeat_age_s": None, "quarantined": None}
