@@ -8,10 +8,15 @@ import os
 import sys
 from dataclasses import asdict
 
+import psycopg
+from eventsourcing.persistence import OperationalError as PersistenceOperationalError
+
 from moneta.api.lifeline import PARENT_PID, die_with_parent
 from moneta.application.config import GatewayConfig
-from moneta.bootstrap import build_read_side, environment, load_gateway_config
+from moneta.bootstrap import CONFIG_ANNOUNCED, build_read_side, environment, load_gateway_config
 from moneta.infrastructure.config_loader import ConfigError
+from moneta.infrastructure.event_store import StoreLocation
+from moneta.infrastructure.event_store import migrate as migrate_store
 
 
 def _config(args: argparse.Namespace) -> GatewayConfig:
@@ -22,16 +27,28 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
 
 
 def _migrate(config: GatewayConfig) -> None:
-    from moneta.infrastructure.event_store import StoreLocation, migrate
-
     location = StoreLocation.from_url(config.database_url)
-    migrate(location)
+    try:
+        _create_tables(config, location)
+    except (psycopg.OperationalError, PersistenceOperationalError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.exit(f"moneta: cannot use the database at {_where(location)}: {reason}")
+    print(f"moneta: ledger and views ready ({location.kind})", file=sys.stderr)
+
+
+def _where(location: StoreLocation) -> str:
+    if location.kind == "sqlite":
+        return str(location.sqlite_path)
+    return f"{location.env['POSTGRES_HOST']}:{location.env['POSTGRES_PORT']}"
+
+
+def _create_tables(config: GatewayConfig, location: StoreLocation) -> None:
+    migrate_store(location)
     read_side = build_read_side(config)
     try:
         read_side.runner.create_tables()
     finally:
         read_side.close()
-    print(f"moneta: ledger and views ready ({location.kind})", file=sys.stderr)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -51,6 +68,7 @@ def cmd_rebuild(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     config = _config(args)
+    os.environ[CONFIG_ANNOUNCED] = "1"  # its warnings are logged: the workers and the read side stay quiet
     _migrate(config)
     config_path = os.path.abspath(args.config) if args.config else None
     if config_path:

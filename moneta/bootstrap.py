@@ -5,6 +5,7 @@ object graph here, and nothing else names an adapter. The library needs no web f
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -99,12 +100,26 @@ def instance_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+# Set by `moneta serve` for its children, which load the config again: the parent has warned.
+CONFIG_ANNOUNCED = "MONETA_CONFIG_ANNOUNCED"
+
+
 def environment() -> dict[str, str]:
     return dict(os.environ)
 
 
 def load_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> GatewayConfig:
-    """The config file if one is named (argument or MONETA_CONFIG), else the embedded default."""
+    """The config file if one is named (argument or MONETA_CONFIG), else the embedded default;
+    its notices logged unless a parent process has logged them."""
+    config = read_gateway_config(config_path, environ)
+    if not environ.get(CONFIG_ANNOUNCED):
+        for notice in config.notices:
+            logging.getLogger("moneta.config").warning("%s", notice)
+    return config
+
+
+def read_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> GatewayConfig:
+    """The config as it will be served, without logging anything (`moneta config check`)."""
     from moneta.infrastructure.config_loader import load_config, parse_config
     from moneta.infrastructure.default_config import DEFAULT_CONFIG
 
