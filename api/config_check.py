@@ -7,7 +7,6 @@ from decimal import Decimal
 
 from moneta.application.config import Deployment, GatewayConfig
 from moneta.application.ports import PriceBook
-from moneta.domain.errors import GatewayError
 from moneta.domain.usage import Usage
 
 _MILLION = 1_000_000
@@ -27,13 +26,10 @@ def served(config: GatewayConfig, prices: PriceBook, at: datetime | None = None)
 
 
 def _price(deployment: Deployment, prices: PriceBook, at: datetime) -> str:
-    try:
-        prices.check_priced(deployment)
-        per_input = prices.quote(deployment, Usage(prompt_tokens=_MILLION), at)
-        per_output = prices.quote(deployment, Usage(completion_tokens=_MILLION), at)
-        per_minute = prices.quote(deployment, Usage(audio_seconds=60), at)
-    except GatewayError as error:
-        return f"no price: {error.message}"
+    """Its price (the config's deployments are all priced: bootstrap takes the others out)."""
+    per_input = prices.quote(deployment, Usage(prompt_tokens=_MILLION), at)
+    per_output = prices.quote(deployment, Usage(completion_tokens=_MILLION), at)
+    per_minute = prices.quote(deployment, Usage(audio_seconds=60), at)
     text = f"${_amount(per_input.cost)} input, ${_amount(per_output.cost)} output per 1M tokens ({per_input.source})"
     if per_minute.cost:
         text += f", ${_amount(per_minute.cost)} per minute of audio ({per_minute.source})"

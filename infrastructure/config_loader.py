@@ -50,7 +50,7 @@ _GENERAL = {"master_key", "database_url", "max_request_size_mb", "max_response_s
             "enable_jwt_auth", "litellm_jwtauth", "infer_model_from_keys", "disable_reset_budget",
             "use_redis_transaction_buffer", "maximum_spend_logs_retention_period", "pass_through_endpoints",
             "max_parallel_requests", "global_max_parallel_requests", "user_header_name", "redis_url",
-            "graceful_shutdown_timeout_s", "abandon_after_s"}
+            "graceful_shutdown_timeout_s", "abandon_after_s", "strict_pricing"}
 _LITELLM = {"drop_params", "num_retries", "request_timeout", "set_verbose", "json_logs", "callbacks",
             "success_callback", "failure_callback", "service_callback", "cache", "cache_params", "context_window_fallbacks",
             "content_policy_fallbacks", "default_fallbacks", "fallbacks", "turn_off_message_logging",

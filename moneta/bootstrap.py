@@ -21,6 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from moneta.application import abandonment
 from moneta.application.config import Deployment, GatewayConfig
 from moneta.application.gateway import Gateway
+from moneta.application.price_check import priced_only
 from moneta.application.ports import CooldownStore, Ledger, LedgerReader, PriceBook, ProviderRegistry, UsageMeter
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
@@ -119,12 +120,14 @@ def load_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> 
 
 
 def read_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> GatewayConfig:
-    """The config as it will be served, without logging anything (`moneta config check`)."""
+    """The config as it will be served (its unpriced deployments taken out), without logging
+    anything (`moneta config check`)."""
     from moneta.infrastructure.config_loader import load_config, parse_config
     from moneta.infrastructure.default_config import DEFAULT_CONFIG
 
     path = config_path or environ.get("MONETA_CONFIG")
-    return load_config(path, environ) if path else parse_config(DEFAULT_CONFIG, environ)
+    config = load_config(path, environ) if path else parse_config(DEFAULT_CONFIG, environ)
+    return priced_only(config, price_book())
 
 
 def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, migrate: bool = False) -> Container:
