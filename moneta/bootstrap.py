@@ -144,7 +144,7 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
     cooldowns, usage = _shared_counters(config)
     return Container(config=config, location=location, event_store=event_store,
                      ledger=GroupCommitLedger(event_store), reader=EventStoreReader(event_store),
-                     providers=default_providers(environ), prices=price_book(), tokenizer=tokenizer(),
+                     providers=default_providers(environ, tokenizer()), prices=price_book(), tokenizer=tokenizer(),
                      cooldowns=cooldowns, usage=usage)
 
 
@@ -248,6 +248,13 @@ def library_config() -> GatewayConfig:
 @cache
 def _config_at(path: str | None) -> GatewayConfig:
     return load_gateway_config(path, environment())
+
+
+async def close_http_session() -> None:
+    """Closes the running event loop's HTTP session to the providers."""
+    from moneta.infrastructure.http_session import close_session
+
+    await close_session()
 
 
 @cache
