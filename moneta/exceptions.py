@@ -35,7 +35,8 @@ class _StatusError:
 
 
 class _RequestError:
-    """Mixed into openai.APIError and its connection errors, which have no response (so no headers)."""
+    """Mixed into openai.APIError and its connection errors. They hold no response, so `headers`
+    (taken for one signature across the classes) has nowhere to go."""
 
     default_status = 500
 

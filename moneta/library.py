@@ -16,7 +16,6 @@ import uuid
 from typing import Any, AsyncIterator, BinaryIO, Iterator, Sequence, TypeVar
 
 from moneta import bootstrap
-from moneta.exceptions import from_gateway_error, raising_library_errors
 from moneta.application import validation
 from moneta.application.config import Deployment
 from moneta.application.gateway import Caller, Gateway
@@ -31,6 +30,7 @@ from moneta.application.results import (
 from moneta.domain.errors import GatewayError
 from moneta.domain.model_ref import ModelRef
 from moneta.domain.pricing import TokenPrice, to_decimal
+from moneta.exceptions import from_gateway_error, raising_library_errors
 
 # Call arguments that configure the call rather than travel in the request body.
 _CALL_SETTINGS = {"api_key", "api_base", "base_url", "api_version", "timeout", "stream_timeout",

@@ -114,6 +114,6 @@ def _number(raw: Mapping[str, Any], key: str, default: float, within: str = "", 
         number = float(value) if not isinstance(value, bool) else -1.0
     except (TypeError, ValueError):
         number = -1.0
-    if number < 0 or (whole and number != int(number)):
+    if number < 0 or (whole and not number.is_integer()):
         raise ValueError(f"router_settings.{within}{key} must be a non-negative {kind}, got {value!r}")
     return number
