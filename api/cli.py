@@ -1,4 +1,4 @@
-"""The `moneta` command line: serve, migrate, projections run | status | retry | rebuild."""
+"""The `moneta` command line: serve, migrate, config check, projections run | status | retry | rebuild."""
 from __future__ import annotations
 
 import argparse
@@ -7,11 +7,18 @@ import logging
 import os
 import sys
 from dataclasses import asdict
+from importlib.metadata import version
+
+import psycopg
+from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from moneta.api.lifeline import PARENT_PID, die_with_parent
 from moneta.application.config import GatewayConfig
-from moneta.bootstrap import build_read_side, environment, load_gateway_config
+from moneta.bootstrap import (CONFIG_ANNOUNCED, build_read_side, environment, load_gateway_config, price_book,
+                              read_gateway_config)
 from moneta.infrastructure.config_loader import ConfigError
+from moneta.infrastructure.event_store import StoreLocation
+from moneta.infrastructure.event_store import migrate as migrate_store
 
 
 def _config(args: argparse.Namespace) -> GatewayConfig:
@@ -22,16 +29,28 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
 
 
 def _migrate(config: GatewayConfig) -> None:
-    from moneta.infrastructure.event_store import StoreLocation, migrate
-
     location = StoreLocation.from_url(config.database_url)
-    migrate(location)
+    try:
+        _create_tables(config, location)
+    except (psycopg.OperationalError, PersistenceOperationalError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.exit(f"moneta: cannot use the database at {_where(location)}: {reason}")
+    print(f"moneta: ledger and views ready ({location.kind})", file=sys.stderr)
+
+
+def _where(location: StoreLocation) -> str:
+    if location.kind == "sqlite":
+        return str(location.sqlite_path)
+    return f"{location.env['POSTGRES_HOST']}:{location.env['POSTGRES_PORT']}"
+
+
+def _create_tables(config: GatewayConfig, location: StoreLocation) -> None:
+    migrate_store(location)
     read_side = build_read_side(config)
     try:
         read_side.runner.create_tables()
     finally:
         read_side.close()
-    print(f"moneta: ledger and views ready ({location.kind})", file=sys.stderr)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -51,6 +70,7 @@ def cmd_rebuild(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     config = _config(args)
+    os.environ[CONFIG_ANNOUNCED] = "1"  # its warnings are logged: the workers and the read side stay quiet
     _migrate(config)
     config_path = os.path.abspath(args.config) if args.config else None
     if config_path:
@@ -63,6 +83,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
     grace_period = config.graceful_shutdown_timeout_s if args.grace_period is None else args.grace_period
     serve(host=args.host, port=args.port, workers=args.workers, log_level=args.log_level, access_log=args.access_log,
           grace_period_s=grace_period, read_side=read_side_command(config_path))
+
+
+def cmd_config_check(args: argparse.Namespace) -> None:
+    from moneta.api.config_check import served
+
+    try:
+        config = read_gateway_config(args.config, environment())
+    except (ConfigError, ValueError) as exc:
+        sys.exit(f"moneta: invalid configuration: {exc}")
+    for notice in config.notices:
+        print(f"warning: {notice}", file=sys.stderr)
+    print(f"{args.config or 'the built-in default config'} is valid; it serves:")
+    for line in served(config, price_book()):
+        print(line)
 
 
 def cmd_projections_run(args: argparse.Namespace) -> None:
@@ -112,7 +146,9 @@ def cmd_projections_retry(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="moneta", description="Moneta Gateway: an LLM gateway with a ledger")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"moneta {version('moneta-gateway')}")
+    parser.set_defaults(run=lambda _: parser.print_help())
+    commands = parser.add_subparsers(dest="command")
 
     serve = commands.add_parser("serve", help="run the proxy (migrates the ledger first)")
     serve.add_argument("--config", help="LiteLLM-format config.yaml (default: built-in mock models)")
@@ -129,6 +165,13 @@ def main(argv: list[str] | None = None) -> None:
     migrate = commands.add_parser("migrate", help="create the ledger's tables (idempotent)")
     migrate.add_argument("--config")
     migrate.set_defaults(run=cmd_migrate)
+
+    config = commands.add_parser("config", help="inspect a config file")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate a config file and print what it serves, with prices"
+                                                     " (starts and migrates nothing)")
+    check.add_argument("--config", help="LiteLLM-format config.yaml (default: MONETA_CONFIG, else built-in)")
+    check.set_defaults(run=cmd_config_check)
 
     projections = commands.add_parser("projections", help="manage the read models")
     projection_commands = projections.add_subparsers(dest="projection_command", required=True)

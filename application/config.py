@@ -60,6 +60,8 @@ class GatewayConfig:
     router_settings: dict[str, Any] = field(default_factory=dict, repr=False)
     litellm_settings: dict[str, Any] = field(default_factory=dict, repr=False)
     general_settings: dict[str, Any] = field(default_factory=dict, repr=False)
+    # What the operator is told once at start-up: keys accepted but not supported, unknown keys, ...
+    notices: tuple[str, ...] = ()
 
     def model_names(self) -> list[str]:
         return sorted({d.model_name for d in self.deployments})

@@ -15,9 +15,12 @@ from typing import Any, Mapping
 import yaml
 
 from moneta.application.config import Deployment, GatewayConfig
+from moneta.application.routing.settings import RouterSettings
 from moneta.domain.model_ref import ModelRef
 from moneta.domain.pricing import TokenPrice, to_decimal
 from moneta.domain.redaction import SECRET_FIELDS
+from moneta.infrastructure import config_notices
+from moneta.infrastructure.event_store import StoreLocation
 
 log = logging.getLogger("moneta.config")
 
@@ -27,10 +30,10 @@ _TOP_LEVEL = {"model_list", "general_settings", "litellm_settings", "router_sett
 _DEPLOYMENT = {"model_name", "litellm_params", "model_info", "tpm", "rpm"}
 _ACTED_ON_PARAMS = {"model", "api_base", "base_url", "api_key", "api_version", "rpm", "tpm", "weight", "order",
                     "timeout", "stream_timeout", "input_cost_per_token", "output_cost_per_token",
-                    "cache_read_input_token_cost", "input_cost_per_second", "organization"}
+                    "cache_read_input_token_cost", "input_cost_per_second"}
 # litellm_params keys that reach the provider adapter as they are (provider-specific settings).
 _PASSED_PARAMS = {"mock_response", "mock_latency_ms", "mock_failure_rate", "mock_failure_status",
-                  "mock_retry_after", "mock_stream_chunks", "aws_access_key_id", "aws_secret_access_key",
+                  "mock_retry_after", "mock_stream_chunks", "organization", "aws_access_key_id", "aws_secret_access_key",
                   "aws_session_token", "aws_region_name", "aws_profile_name", "aws_role_name",
                   "vertex_project", "vertex_location", "vertex_credentials", "azure_ad_token",
                   "azure_ad_token_provider", "tenant_id", "client_id", "client_secret", "max_retries",
@@ -47,7 +50,7 @@ _GENERAL = {"master_key", "database_url", "max_request_size_mb", "max_response_s
             "enable_jwt_auth", "litellm_jwtauth", "infer_model_from_keys", "disable_reset_budget",
             "use_redis_transaction_buffer", "maximum_spend_logs_retention_period", "pass_through_endpoints",
             "max_parallel_requests", "global_max_parallel_requests", "user_header_name", "redis_url",
-            "graceful_shutdown_timeout_s", "abandon_after_s", "ledger_timeout_s"}
+            "graceful_shutdown_timeout_s", "abandon_after_s", "ledger_timeout_s", "strict_pricing"}
 _LITELLM = {"drop_params", "num_retries", "request_timeout", "set_verbose", "json_logs", "callbacks",
             "success_callback", "failure_callback", "service_callback", "cache", "cache_params", "context_window_fallbacks",
             "content_policy_fallbacks", "default_fallbacks", "fallbacks", "turn_off_message_logging",
@@ -66,6 +69,11 @@ _ROUTER = {"routing_strategy", "routing_strategy_args", "num_retries", "retry_po
            "default_max_parallel_requests", "polling_interval", "set_verbose", "debug_level"}
 
 
+# Booleans Moneta acts on, per section: YAML booleans or the strings "true" / "false".
+_FLAGS = {"general_settings": ("background_health_checks", "strict_pricing"), "litellm_settings": ("drop_params",),
+          "router_settings": ("disable_cooldowns", "enable_pre_call_checks")}
+
+
 class ConfigError(ValueError):
     """The config file cannot be used; the message names the key."""
 
@@ -74,6 +82,7 @@ class ConfigError(ValueError):
 class _Reader:
     environ: Mapping[str, str]
     unknown: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
 
     def resolve(self, value: Any, key: str) -> Any:
         """`os.environ/NAME` references, as LiteLLM writes them; credentials trimmed."""
@@ -88,6 +97,9 @@ class _Reader:
 
     def note_unknown(self, section: Mapping[str, Any], known: set[str], where: str) -> None:
         self.unknown.extend(f"{where}{k}" for k in section if k not in known)
+
+    def note_unsupported(self, section: Mapping[str, Any], kind: str, where: str) -> None:
+        self.unsupported.extend(config_notices.not_supported(section, kind, where))
 
 
 def trimmed(value: Any, key: str) -> Any:
@@ -117,25 +129,20 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
     extra_env = _section(raw, "environment_variables")
     reader = _Reader({**{k: str(v) for k, v in extra_env.items()}, **environ})
     reader.note_unknown(raw, _TOP_LEVEL, "")
-    general = _section(raw, "general_settings")
-    litellm = _section(raw, "litellm_settings")
-    router = _section(raw, "router_settings")
-    reader.note_unknown(general, _GENERAL, "general_settings.")
-    reader.note_unknown(litellm, _LITELLM, "litellm_settings.")
-    reader.note_unknown(router, _ROUTER, "router_settings.")
+    reader.note_unsupported(raw, "", "")
+    general, litellm, router = (_settings(raw, name, known, reader) for name, known in (
+        ("general_settings", _GENERAL), ("litellm_settings", _LITELLM), ("router_settings", _ROUTER)))
     models = raw.get("model_list") or []
     if not isinstance(models, list):
         raise ConfigError("model_list must be a list of deployments")
-    drop_params = bool(litellm.get("drop_params", False))
+    drop_params = litellm.get("drop_params", False)
     deployments = tuple(_deployment(entry, i, reader, drop_params) for i, entry in enumerate(models))
-    if reader.unknown:
-        log.warning("config keys Moneta does not know (ignored): %s", ", ".join(sorted(reader.unknown)))
-    return GatewayConfig(
+    _optional_number(general.get("health_check_interval"), "general_settings.health_check_interval")
+    config = GatewayConfig(
         deployments=deployments,
         master_key=reader.resolve(general.get("master_key"), "general_settings.master_key")
         or _environment_secret(environ, "LITELLM_MASTER_KEY", "MONETA_MASTER_KEY"),
-        database_url=environ.get("DATABASE_URL")
-        or reader.resolve(general.get("database_url"), "general_settings.database_url"),
+        database_url=_database_url(general, reader, environ),
         redis_url=_redis_url(router, general, reader, environ),
         max_request_body_bytes=int(_number(general.get("max_request_size_mb", 10), "general_settings.max_request_size_mb")
                                    * 1024 * 1024),
@@ -149,7 +156,13 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
         router_settings=router,
         litellm_settings=litellm,
         general_settings={k: v for k, v in general.items() if k != "master_key"},
+        notices=config_notices.notices(reader.unsupported, reader.unknown, len(deployments)),
     )
+    try:
+        RouterSettings.from_config(config)  # its values are checked here, before anything starts
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return config
 
 
 def _environment_secret(environ: Mapping[str, str], *names: str) -> str | None:
@@ -164,6 +177,15 @@ def _section(raw: dict, name: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"{name} must be a mapping")
     return value
+
+
+def _settings(raw: dict, name: str, known: set[str], reader: _Reader) -> dict:
+    """A settings section, its unknown and unsupported keys noted, its flags parsed."""
+    section = _section(raw, name)
+    reader.note_unknown(section, known, f"{name}.")
+    reader.note_unsupported(section, name, f"{name}.")
+    flags = {key: _flag(section[key], f"{name}.{key}") for key in _FLAGS[name] if key in section}
+    return {**section, **flags}
 
 
 def _deployment(entry: Any, index: int, reader: _Reader, drop_params: bool) -> Deployment:
@@ -182,7 +204,10 @@ def _deployment(entry: Any, index: int, reader: _Reader, drop_params: bool) -> D
         raise ConfigError(f"{where}.model_info must be a mapping")
     p = f"{where}.litellm_params."
     reader.note_unknown(params, _ACTED_ON_PARAMS | _PASSED_PARAMS, p)
+    reader.note_unsupported(params, "litellm_params", p)
     values = {k: reader.resolve(v, p + k) for k, v in params.items()}
+    if "drop_params" in values:
+        values["drop_params"] = _flag(values["drop_params"], p + "drop_params")
     ref = ModelRef.parse(values["model"])
     if values.get("custom_llm_provider"):
         ref = ModelRef(str(values["custom_llm_provider"]).lower(), values["model"])
@@ -201,7 +226,7 @@ def _deployment(entry: Any, index: int, reader: _Reader, drop_params: bool) -> D
         weight=_optional_number(values.get("weight"), p + "weight"),
         order=_optional_int(values.get("order"), p + "order"),
         price=_price(values, p),
-        allow_zero_cost=bool(info.get("allow_zero_cost", False)),
+        allow_zero_cost=_flag(info.get("allow_zero_cost", False), f"{where}.model_info.allow_zero_cost"),
         # The gateway-wide drop_params reaches the adapters through each deployment.
         extra_params={"drop_params": drop_params} | {k: v for k, v in values.items() if k not in _ACTED_ON_PARAMS},
         model_info=dict(info),
@@ -231,6 +256,16 @@ def _price(values: dict, where: str) -> TokenPrice | None:
         raise ConfigError(str(exc)) from None
 
 
+def _database_url(general: dict, reader: _Reader, environ: Mapping[str, str]) -> str | None:
+    key = "DATABASE_URL" if environ.get("DATABASE_URL") else "general_settings.database_url"
+    url = environ.get("DATABASE_URL") or reader.resolve(general.get("database_url"), key)
+    try:
+        StoreLocation.from_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    return url
+
+
 def _redis_url(router: dict, general: dict, reader: _Reader, environ: Mapping[str, str]) -> str | None:
     url = reader.resolve(router.get("redis_url") or general.get("redis_url"), "router_settings.redis_url")
     if url or environ.get("REDIS_URL"):
@@ -243,6 +278,14 @@ def _redis_url(router: dict, general: dict, reader: _Reader, environ: Mapping[st
         "REDIS_PASSWORD")
     auth = f":{password}@" if password else ""
     return f"redis://{auth}{host}:{port}/0"
+
+
+def _flag(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
 def _number(value: Any, key: str) -> float:

@@ -11,6 +11,7 @@ import genai_prices
 
 from moneta.application.config import Deployment
 from moneta.domain.errors import BadRequestError
+from moneta.domain.model_ref import ModelRef
 from moneta.domain.pricing import CostQuote, TokenPrice
 from moneta.domain.usage import Usage
 from moneta.infrastructure.price_periods import PricePeriods
@@ -44,13 +45,14 @@ class PriceTable:
     def check_priced(self, deployment: Deployment) -> None:
         if deployment.price or deployment.allow_zero_cost or deployment.provider == "mock":
             return
-        if _per_second(deployment.provider_model) is not None:
+        priced_as = _priced_as(deployment)
+        if _per_second(priced_as.name) is not None:
             return
-        if _genai_model(deployment.provider, deployment.provider_model) is None:
+        if _genai_model(priced_as.provider, priced_as.name) is None:
             raise UnpricedModelError(
-                f"no price is known for {deployment.provider}/{deployment.provider_model} "
-                f"(model {deployment.model_name!r}): set input_cost_per_token and output_cost_per_token "
-                "in its litellm_params, or allow_zero_cost: true in its model_info",
+                f"no price is known for {priced_as} (model {deployment.model_name!r}): set input_cost_per_token "
+                "and output_cost_per_token in its litellm_params, base_model (the priced model it runs) or "
+                "allow_zero_cost: true in its model_info",
                 param="model",
             )
 
@@ -59,19 +61,29 @@ class PriceTable:
             return CostQuote(deployment.price.cost_of(usage), deployment.price.source)
         if deployment.provider == "mock":
             return CostQuote(MOCK_DEMO_PRICE.cost_of(usage), MOCK_DEMO_PRICE.source)
-        per_second = _per_second(deployment.provider_model)
+        priced_as = _priced_as(deployment)
+        per_second = _per_second(priced_as.name)
         if per_second is not None and usage.audio_seconds:
             return CostQuote(Decimal(str(usage.audio_seconds)) * per_second, "moneta audio price table")
-        if deployment.allow_zero_cost and _genai_model(deployment.provider, deployment.provider_model) is None:
+        if deployment.allow_zero_cost and _genai_model(priced_as.provider, priced_as.name) is None:
             return CostQuote(Decimal(0), "allow_zero_cost")
-        return self._genai_quote(deployment, usage, at)
+        return self._genai_quote(priced_as, usage, at)
 
-    def _genai_quote(self, deployment: Deployment, usage: Usage, at: datetime) -> CostQuote:
-        known = _genai_model(deployment.provider, deployment.provider_model)
+    def _genai_quote(self, priced_as: ModelRef, usage: Usage, at: datetime) -> CostQuote:
+        known = _genai_model(priced_as.provider, priced_as.name)
         if known is None:
-            raise UnpricedModelError(f"no price is known for {deployment.label}", param="model")
+            raise UnpricedModelError(f"no price is known for {priced_as}", param="model")
         provider_id, model_id = known.split("/", 1)
         return CostQuote(self._genai.cost(provider_id, model_id, usage, at), f"{GENAI_PRICES_SOURCE}:{known}")
+
+
+def _priced_as(deployment: Deployment) -> ModelRef:
+    """The model whose price applies: `model_info.base_model` when set (an Azure deployment's own
+    name says nothing of the model behind it), else the deployment's provider/model."""
+    base_model = deployment.model_info.get("base_model")
+    if base_model:
+        return ModelRef.parse(str(base_model))
+    return ModelRef(deployment.provider, deployment.provider_model)
 
 
 def _per_second(model: str) -> Decimal | None:

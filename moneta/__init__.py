@@ -14,6 +14,11 @@ _LIBRARY = {
     **dict.fromkeys(("completion", "acompletion", "text_completion", "atext_completion", "embedding", "aembedding",
                      "transcription", "atranscription", "token_counter"), "moneta.library"),
     **dict.fromkeys(("completion_cost", "cost_per_token"), "moneta.cost"),
+    # LiteLLM's exceptions, as `litellm.RateLimitError` is written
+    **dict.fromkeys(("APIConnectionError", "APIError", "AuthenticationError", "BadRequestError",
+                     "ContentPolicyViolationError", "ContextWindowExceededError", "InternalServerError",
+                     "NotFoundError", "PermissionDeniedError", "RateLimitError", "ServiceUnavailableError", "Timeout",
+                     "UnprocessableEntityError", "UnsupportedParamsError"), "moneta.exceptions"),
 }
 
 
@@ -21,7 +26,9 @@ def __getattr__(name: str) -> Any:
     # Lazy, so importing a layer (moneta.domain, ...) does not build the library's object graph.
     if name in _LIBRARY:
         return getattr(import_module(_LIBRARY[name]), name)
+    if name == "exceptions":
+        return import_module("moneta.exceptions")
     raise AttributeError(f"module 'moneta' has no attribute {name!r}")
 
 
-__all__ = sorted(_LIBRARY)
+__all__ = sorted([*_LIBRARY, "exceptions"])

@@ -5,6 +5,7 @@ object graph here, and nothing else names an adapter. The library needs no web f
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -20,6 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from moneta.application import abandonment
 from moneta.application.config import Deployment, GatewayConfig
 from moneta.application.gateway import Gateway
+from moneta.application.price_check import priced_only
 from moneta.application.ports import CooldownStore, Ledger, LedgerReader, PriceBook, ProviderRegistry, UsageMeter
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
@@ -99,17 +101,33 @@ def instance_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+# Set by `moneta serve` for its children, which load the config again: the parent has warned.
+CONFIG_ANNOUNCED = "MONETA_CONFIG_ANNOUNCED"
+
+
 def environment() -> dict[str, str]:
     return dict(os.environ)
 
 
 def load_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> GatewayConfig:
-    """The config file if one is named (argument or MONETA_CONFIG), else the embedded default."""
+    """The config file if one is named (argument or MONETA_CONFIG), else the embedded default;
+    its notices logged unless a parent process has logged them."""
+    config = read_gateway_config(config_path, environ)
+    if not environ.get(CONFIG_ANNOUNCED):
+        for notice in config.notices:
+            logging.getLogger("moneta.config").warning("%s", notice)
+    return config
+
+
+def read_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> GatewayConfig:
+    """The config as it will be served (its unpriced deployments taken out), without logging
+    anything (`moneta config check`)."""
     from moneta.infrastructure.config_loader import load_config, parse_config
     from moneta.infrastructure.default_config import DEFAULT_CONFIG
 
     path = config_path or environ.get("MONETA_CONFIG")
-    return load_config(path, environ) if path else parse_config(DEFAULT_CONFIG, environ)
+    config = load_config(path, environ) if path else parse_config(DEFAULT_CONFIG, environ)
+    return priced_only(config, price_book())
 
 
 def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, migrate: bool = False) -> Container:
@@ -127,7 +145,7 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
     return Container(config=config, location=location, event_store=event_store,
                      ledger=GroupCommitLedger(event_store, timeout_s=config.ledger_timeout_s),
                      reader=EventStoreReader(event_store),
-                     providers=default_providers(environ), prices=price_book(), tokenizer=tokenizer(),
+                     providers=default_providers(environ, tokenizer()), prices=price_book(), tokenizer=tokenizer(),
                      cooldowns=cooldowns, usage=usage)
 
 
@@ -231,6 +249,13 @@ def library_config() -> GatewayConfig:
 @cache
 def _config_at(path: str | None) -> GatewayConfig:
     return load_gateway_config(path, environment())
+
+
+async def close_http_session() -> None:
+    """Closes the running event loop's HTTP session to the providers."""
+    from moneta.infrastructure.http_session import close_session
+
+    await close_session()
 
 
 @cache

@@ -2,12 +2,13 @@
 
 Differences from LiteLLM, on purpose:
 - amounts are `Decimal` USD, not float: exact, and equal to the `cost` the ledger records;
-- a model with no known price raises `UnpricedModelError` (a 400 BadRequestError) instead of
-  returning 0, unless `input_cost_per_token` / `output_cost_per_token` price it here.
+- a model with no known price raises `moneta.BadRequestError` (400, code `model_not_priced`)
+  instead of returning 0, unless `input_cost_per_token` / `output_cost_per_token` price it here.
 
 A model name defined in the config (MONETA_CONFIG) is priced as its first deployment, with
 that deployment's price overrides; any other name is read as `provider/model` (bare names
-are OpenAI's) and priced by `genai-prices` at the price in force at the call's time.
+are OpenAI's) and priced by `genai-prices` at the price in force at the call's time. A response
+of the library's own calls is priced as the model its call named (`mock/demo`, ...).
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from moneta.application.config import Deployment
 from moneta.domain.model_ref import ModelRef
 from moneta.domain.pricing import TokenPrice, to_decimal
 from moneta.domain.usage import Usage
+from moneta.exceptions import raising_library_errors
 
 
+@raising_library_errors
 def cost_per_token(
     model: str,
     prompt_tokens: int = 0,
@@ -44,6 +47,7 @@ def cost_per_token(
     return _split_cost(deployment, usage, at or datetime.now(timezone.utc))
 
 
+@raising_library_errors
 def completion_cost(
     completion_response: Mapping[str, Any],
     model: str | None = None,
@@ -54,7 +58,8 @@ def completion_cost(
 ) -> Decimal:
     """The cost in USD of a chat, text or embedding response (a dict or the library's
     ModelResponse), from its `usage`, at the price in force when it was `created`."""
-    name = model or str(completion_response.get("model") or "")
+    asked = getattr(completion_response, "_hidden_params", {}).get("model")
+    name = model or asked or str(completion_response.get("model") or "")
     deployment = _deployment(name, custom_llm_provider, input_cost_per_token, output_cost_per_token)
     usage = Usage.from_openai(completion_response.get("usage"))
     prompt, completion = _split_cost(deployment, usage, _created(completion_response))

@@ -4,14 +4,16 @@ Call any provider with OpenAI's arguments: `completion(model="openai/gpt-4o-mini
 messages=[...])`. A model name that the config (MONETA_CONFIG) defines is routed through its
 deployments; any other `provider/model` is called directly with the `api_key` / `api_base`
 given. Every call is recorded in the ledger (DATABASE_URL, else ./moneta.db) like a proxy call.
+Failures raise `moneta.exceptions` (LiteLLM's names, subclasses of openai's exceptions).
 """
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import threading
 import uuid
-from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator, Sequence
+from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator, Sequence, TypeVar
 
 from moneta import bootstrap
 from moneta.application import validation
@@ -26,13 +28,16 @@ from moneta.application.results import (
     ModelResponseChunk,
     TranscriptionResponse,
 )
+from moneta.domain.errors import GatewayError
 from moneta.domain.model_ref import ModelRef
 from moneta.domain.pricing import TokenPrice, to_decimal
+from moneta.exceptions import from_gateway_error, raising_library_errors
 
 # Call arguments that configure the call rather than travel in the request body.
 _CALL_SETTINGS = {"api_key", "api_base", "base_url", "api_version", "timeout", "stream_timeout",
                   "custom_llm_provider", "input_cost_per_token", "output_cost_per_token", "num_retries"}
 
+_R = TypeVar("_R", ModelResponse, EmbeddingResponse)
 
 
 def _gateway(model: str, settings: dict[str, Any], mock_response: Any) -> Gateway:
@@ -73,12 +78,20 @@ def _check(validate: Callable[[Any], str], body: dict[str, Any]) -> None:
     validate(body)
 
 
+def _answered_as(response: _R, model: str) -> _R:
+    """The response, remembering the model the call named, as LiteLLM's `_hidden_params` do:
+    `completion_cost()` prices it so (its own `model` is the provider's, without the provider)."""
+    response._hidden_params = {"model": model}  # type: ignore[attr-defined]
+    return response
+
+
 def _caller(body: dict[str, Any]) -> Caller:
     return Caller(end_user=str(body.get("user") or ""))
 
 
 # -- async API ----------------------------------------------------------------------------
 
+@raising_library_errors
 async def acompletion(model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any) -> Any:
     """Chat completion. With `stream=True`, an async iterator of ModelResponseChunk."""
     body, settings, mock_response = _split({"model": model, "messages": messages, **kwargs})
@@ -89,23 +102,26 @@ async def acompletion(model: str, messages: list[dict[str, Any]], stream: bool =
     if stream:
         chunks = await gateway.open_chat_stream(_caller(body), body, uuid.uuid4())
         return _typed_chunks(chunks)
-    return ModelResponse(await gateway.chat(_caller(body), body, uuid.uuid4()))
+    return _answered_as(ModelResponse(await gateway.chat(_caller(body), body, uuid.uuid4())), model)
 
 
+@raising_library_errors
 async def atext_completion(model: str, prompt: str | list[str], **kwargs: Any) -> ModelResponse:
     body, settings, mock_response = _split({"model": model, "prompt": prompt, **kwargs})
     _check(validation.validate_text_completion, body)
     gateway = _gateway(model, settings, mock_response)
-    return ModelResponse(await gateway.text_completion(_caller(body), body, uuid.uuid4()))
+    return _answered_as(ModelResponse(await gateway.text_completion(_caller(body), body, uuid.uuid4())), model)
 
 
+@raising_library_errors
 async def aembedding(model: str, input: str | list[str], **kwargs: Any) -> EmbeddingResponse:  # noqa: A002
     body, settings, mock_response = _split({"model": model, "input": input, **kwargs})
     _check(validation.validate_embedding, body)
     gateway = _gateway(model, settings, mock_response)
-    return EmbeddingResponse(await gateway.embedding(_caller(body), body, uuid.uuid4()))
+    return _answered_as(EmbeddingResponse(await gateway.embedding(_caller(body), body, uuid.uuid4())), model)
 
 
+@raising_library_errors
 async def atranscription(model: str, file: BinaryIO | bytes | tuple[str, bytes], **kwargs: Any) -> TranscriptionResponse:
     fields, settings, mock_response = _split(dict(kwargs))
     _check(validation.validate_transcription, {"model": model, **fields})
@@ -118,8 +134,11 @@ async def atranscription(model: str, file: BinaryIO | bytes | tuple[str, bytes],
 
 
 async def _typed_chunks(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[ModelResponseChunk]:
-    async for chunk in chunks:
-        yield ModelResponseChunk(chunk)
+    try:
+        async for chunk in chunks:
+            yield ModelResponseChunk(chunk)
+    except GatewayError as error:
+        raise from_gateway_error(error) from error
 
 
 def _audio(file: BinaryIO | bytes | tuple[str, bytes]) -> AudioFile:
@@ -137,6 +156,13 @@ class _LoopThread:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="moneta-library-loop", daemon=True).start()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Closes the loop's HTTP session to the providers (this loop runs until the process ends)."""
+        closing = asyncio.run_coroutine_threadsafe(bootstrap.close_http_session(), self.loop)
+        with contextlib.suppress(Exception):
+            closing.result(timeout=5)
 
     def run(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
@@ -186,6 +212,7 @@ def transcription(model: str, file: BinaryIO | bytes | tuple[str, bytes], **kwar
     return _runner().run(atranscription(model, file, **kwargs))
 
 
+@raising_library_errors
 def token_counter(
     model: str = "", messages: Sequence[dict[str, Any]] | None = None, text: str | Sequence[str] | None = None
 ) -> int:

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from moneta import token_counter
 from moneta.api.routes import anthropic as anthropic_routes
 from moneta.application.anthropic_messages import to_anthropic_message, to_openai_chat
 from moneta.application.anthropic_stream import AnthropicStream
@@ -106,12 +107,15 @@ def test_text_message_from_the_mock_provider_is_recorded(server, client):
     assert [block.type for block in message.content] == ["text"]
     assert message.content[0].text == "This is a mock response to: two words"
     assert message.stop_reason == "end_turn"
-    # The mock counts words: "Be terse. two words" in, its eight-word reply out.
-    assert (message.usage.input_tokens, message.usage.output_tokens) == (4, 8)
+    # The mock counts with the tokenizer: the system and user messages in, its reply out.
+    prompt = token_counter(model="claude-mock", messages=[{"role": "system", "content": "Be terse."},
+                                                          {"role": "user", "content": "two words"}])
+    reply = token_counter(model="claude-mock", text=message.content[0].text)
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (prompt, reply)
     assert message.id == f"msg_{message._request_id.replace('-', '')}"
     record = server.record(message._request_id)
     assert (record.call_type, record.outcome) == ("anthropic_messages", "completed")
-    assert record.cost == Decimal("0.000001") * 4 + Decimal("0.000002") * 8
+    assert record.cost == Decimal("0.000001") * prompt + Decimal("0.000002") * reply
     assert _event_names(server, message._request_id) == ["Admitted", "Completed"]
 
 
@@ -145,8 +149,9 @@ def test_streamed_text_through_the_sdk(server, client, upstream, model):
     assert text == expected
     assert [block.type for block in final.content] == ["text"] and final.content[0].text == expected
     assert final.stop_reason == "end_turn"
-    assert final.usage.output_tokens == (7 if model == "gpt-upstream" else len(expected.split()))
-    assert final.usage.input_tokens == (11 if model == "gpt-upstream" else 2)
+    mock_prompt = token_counter(model=model, messages=[{"role": "user", "content": "hello there"}])
+    assert final.usage.output_tokens == (7 if model == "gpt-upstream" else token_counter(model=model, text=expected))
+    assert final.usage.input_tokens == (11 if model == "gpt-upstream" else mock_prompt)
     record = server.record(request_id)
     assert (record.call_type, record.outcome) == ("anthropic_messages", "completed")
     assert _event_names(server, request_id) == ["Admitted", "Completed"]
@@ -206,7 +211,8 @@ def test_raw_sse_events_follow_anthropics_format(server):
     assert set(names[2:-3]) == {"content_block_delta"}
     assert all(p["type"] == name for p, name in zip(payloads, names))
     assert "".join(p["delta"]["text"] for p in payloads[2:-3]) == "This is a mock response to: one two three"
-    assert payloads[-2]["usage"]["output_tokens"] == 9
+    assert payloads[-2]["usage"]["output_tokens"] == token_counter(
+        model="claude-mock", text="This is a mock response to: one two three")
 
 
 def test_count_tokens_uses_the_deployments_encoding(client):

@@ -224,9 +224,9 @@ def test_anthropic_content_blocks_of_other_types_reach_the_translation():
 
 
 async def test_the_library_refuses_what_the_proxy_refuses():
-    with pytest.raises(BadRequestError) as raised:
+    with pytest.raises(moneta.exceptions.BadRequestError) as raised:
         await moneta.acompletion(model="mock/x", messages=[USER], user="\x00")
     assert raised.value.param == "user"
-    with pytest.raises(BadRequestError) as raised:
+    with pytest.raises(moneta.exceptions.BadRequestError) as raised:
         await moneta.aembedding(model="mock/e", input="x", dimensions="abc")
     assert raised.value.param == "dimensions"

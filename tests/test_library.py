@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from moneta import token_counter
 from tests.fake_openai import FakeOpenAI
 
 SCRIPT = textwrap.dedent("""
@@ -58,10 +59,14 @@ def test_library_calls_work_offline_and_are_recorded(tmp_path, upstream):
     assert result.returncode == 0, result.stderr
     out = __import__("json").loads(result.stdout)
     assert out["content"] == out["content_by_key"] == "This is a mock response to: two words"
-    assert out["usage"] == {"prompt_tokens": 2, "completion_tokens": 8, "total_tokens": 10}
+    prompt = token_counter(model="demo", messages=[{"role": "user", "content": "two words"}])
+    reply = token_counter(model="demo", text=out["content"])
+    assert out["usage"] == {"prompt_tokens": prompt, "completion_tokens": reply, "total_tokens": prompt + reply}
     assert out["json"] == "chat.completion"
     assert out["stream"] == "This is a mock response to: hi"
-    assert out["async_usage"] == 8 and out["dimensions"] == 4
+    assert out["async_usage"] == (token_counter(model="demo", messages=[{"role": "user", "content": "hi"}])
+                                  + token_counter(model="demo", text=out["stream"]))
+    assert out["dimensions"] == 4
     assert out["transcription"] == "mock transcription of a.mp3 (32000 bytes)"
     assert out["text"] == "upon"
     assert out["upstream"] == upstream.reply

@@ -15,7 +15,7 @@ import yaml
 
 from moneta.api.routes import utils as utils_routes
 from moneta import completion_cost, cost_per_token, token_counter
-from moneta.domain.errors import BadRequestError
+from moneta.exceptions import BadRequestError
 from tests.fake_openai import FakeOpenAI
 from tests.inprocess_gateway import InProcessGateway
 

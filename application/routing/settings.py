@@ -38,27 +38,29 @@ class RouterSettings:
         if strategy not in STRATEGIES:
             raise ValueError(f"router_settings.routing_strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
         args = raw.get("routing_strategy_args") or {}
+        if not isinstance(args, Mapping):
+            raise ValueError("router_settings.routing_strategy_args must be a mapping")
         return cls(
             strategy=strategy,
-            latency_buffer=float(args.get("lowest_latency_buffer", 0)),
+            latency_buffer=_number(args, "lowest_latency_buffer", 0, "routing_strategy_args."),
             retry=RetryPolicy(
                 num_retries=config.num_retries,
                 retries_by_kind=_named("retry_policy", raw, "Retries"),
-                min_wait_s=float(raw.get("retry_after") or 0),
+                min_wait_s=_number(raw, "retry_after", 0),
             ),
             cooldown=CooldownPolicy(
-                allowed_fails=int(raw.get("allowed_fails", 3)),
+                allowed_fails=int(_number(raw, "allowed_fails", 3, whole=True)),
                 allowed_fails_by_kind=_named("allowed_fails_policy", raw, "AllowedFails"),
-                cooldown_s=float(raw.get("cooldown_time", 5)),
+                cooldown_s=_number(raw, "cooldown_time", 5),
                 disabled=bool(raw.get("disable_cooldowns", False)),
             ),
             fallbacks=_fallbacks(raw.get("fallbacks"), "fallbacks"),
             context_window_fallbacks=_fallbacks(raw.get("context_window_fallbacks"), "context_window_fallbacks"),
             content_policy_fallbacks=_fallbacks(raw.get("content_policy_fallbacks"), "content_policy_fallbacks"),
             default_fallbacks=tuple(raw.get("default_fallbacks") or ()),
-            max_fallbacks=int(raw.get("max_fallbacks", 5)),
-            timeout=_seconds(raw.get("timeout", config.request_timeout)),
-            stream_timeout=_seconds(raw.get("stream_timeout")),
+            max_fallbacks=int(_number(raw, "max_fallbacks", 5, whole=True)),
+            timeout=_number(raw, "timeout", config.request_timeout) or None,
+            stream_timeout=_number(raw, "stream_timeout", 0) or None,
             pre_call_checks=bool(raw.get("enable_pre_call_checks", False)),
         )
 
@@ -102,5 +104,16 @@ def _fallbacks(raw: Any, key: str) -> dict[str, tuple[str, ...]]:
     return table
 
 
-def _seconds(value: Any) -> float | None:
-    return float(value) if value else None
+def _number(raw: Mapping[str, Any], key: str, default: float, within: str = "", *, whole: bool = False) -> float:
+    """A non-negative number (`whole`: an integer) from the settings, or `default` when unset."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    kind = "whole number" if whole else "number"
+    try:
+        number = float(value) if not isinstance(value, bool) else -1.0
+    except (TypeError, ValueError):
+        number = -1.0
+    if number < 0 or (whole and not number.is_integer()):
+        raise ValueError(f"router_settings.{within}{key} must be a non-negative {kind}, got {value!r}")
+    return number

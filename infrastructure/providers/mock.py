@@ -5,7 +5,8 @@ Settings (in `litellm_params`, or per request in the body where marked):
 - `mock_latency_ms`: wait this long before answering (and between stream chunks, a tenth);
 - `mock_failure_rate` (0..1) and `mock_failure_status` (default 500): failure injection;
 - `mock_stream_chunks`: how many chunks a streamed reply is cut into (default 4).
-Token counts are words (whitespace-split), so tests can predict them exactly.
+Tokens are counted with the gateway's tokenizer, as `/utils/token_counter` counts them (a
+prompt's messages with OpenAI's chat framing), so a mock call bills what a real one would.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import wave
 from typing import Any, AsyncIterator
 
 from moneta.application.config import Deployment
-from moneta.application.ports import AudioFile
+from moneta.application.ports import AudioFile, Tokenizer
 from moneta.domain import errors
 
 _FAILURES = {
@@ -28,10 +29,6 @@ _FAILURES = {
     408: errors.TimeoutError, 429: errors.RateLimitError, 500: errors.InternalServerError,
     503: errors.ServiceUnavailableError,
 }
-
-
-def _words(text: str) -> int:
-    return len(text.split())
 
 
 def _prompt_text(messages: list[dict[str, Any]]) -> str:
@@ -54,6 +51,17 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
 class MockProvider:
     name = "mock"
 
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def _usage(self, deployment: Deployment, prompt_tokens: int, reply: str) -> dict[str, int]:
+        completion = self.tokenizer.count_text(deployment.provider_model, reply)
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion}
+
+    def _chat_usage(self, deployment: Deployment, messages: list[dict[str, Any]], reply: str) -> dict[str, int]:
+        return self._usage(deployment, self.tokenizer.count_messages(deployment.provider_model, messages), reply)
+
     async def chat(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
         await self._behave(deployment)
         messages = body["messages"]
@@ -65,7 +73,7 @@ class MockProvider:
             "model": deployment.provider_model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
                          "finish_reason": "stop", "logprobs": None}],
-            "usage": _usage(_words(_prompt_text(messages)), _words(reply)),
+            "usage": self._chat_usage(deployment, messages, reply),
         }
 
     async def chat_stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -83,7 +91,7 @@ class MockProvider:
                 await asyncio.sleep(pause)
         yield _chunk(chunk_id, created, deployment, [{"index": 0, "delta": {}, "finish_reason": "stop"}])
         final = _chunk(chunk_id, created, deployment, [])
-        final["usage"] = _usage(_words(_prompt_text(messages)), _words(reply))
+        final["usage"] = self._chat_usage(deployment, messages, reply)
         yield final
 
     async def text_completion(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +104,7 @@ class MockProvider:
             "created": int(time.time()),
             "model": deployment.provider_model,
             "choices": [{"index": 0, "text": reply, "finish_reason": "stop", "logprobs": None}],
-            "usage": _usage(_words(prompt), _words(reply)),
+            "usage": self._usage(deployment, self.tokenizer.count_text(deployment.provider_model, prompt), reply),
         }
 
     async def embedding(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +113,7 @@ class MockProvider:
         dimensions = int(body.get("dimensions") or 8)
         data = [{"object": "embedding", "index": i, "embedding": _vector(str(text), dimensions)}
                 for i, text in enumerate(inputs)]
-        tokens = sum(_words(str(text)) for text in inputs)
+        tokens = sum(self.tokenizer.count_text(deployment.provider_model, str(text)) for text in inputs)
         return {"object": "list", "data": data, "model": deployment.provider_model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
@@ -137,10 +145,6 @@ class MockProvider:
             cls = _FAILURES.get(status, errors.error_for_status(status))
             raise cls(f"mock failure injected (HTTP {status})", provider="mock", model=deployment.provider_model,
                       status_code=status, retry_after=params.get("mock_retry_after"))
-
-
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _chunk(chunk_id: str, created: int, deployment: Deployment, choices: list[dict[str, Any]]) -> dict[str, Any]:

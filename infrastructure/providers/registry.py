@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from moneta.application.config import Deployment
-from moneta.application.ports import Provider
+from moneta.application.ports import Provider, Tokenizer
 from moneta.domain.errors import BadRequestError
 from moneta.infrastructure.providers.anthropic import AnthropicProvider
 from moneta.infrastructure.providers.azure import AzureOpenAIProvider
@@ -33,8 +33,9 @@ class ProviderTable:
         return sorted(self._adapters)
 
 
-def default_providers(environ: dict[str, str]) -> ProviderTable:
-    """The adapters this build ships; `environ` supplies conventional keys like OPENAI_API_KEY."""
+def default_providers(environ: dict[str, str], tokenizer: Tokenizer) -> ProviderTable:
+    """The adapters this build ships; `environ` supplies conventional keys like OPENAI_API_KEY; the
+    mock counts its tokens with `tokenizer`."""
     return ProviderTable({
         **family_providers(environ),
         "azure": AzureOpenAIProvider(environ),
@@ -46,5 +47,5 @@ def default_providers(environ: dict[str, str]) -> ProviderTable:
         "bedrock": BedrockProvider(),
         "cohere": CohereProvider("cohere", environ.get("COHERE_API_KEY")),
         "cohere_chat": CohereProvider("cohere_chat", environ.get("COHERE_API_KEY")),
-        "mock": MockProvider(),
+        "mock": MockProvider(tokenizer),
     })

@@ -9,6 +9,7 @@ from moneta.application.config import Deployment
 from moneta.domain import errors
 from moneta.infrastructure.providers.anthropic import AnthropicProvider
 from moneta.infrastructure.providers.registry import default_providers
+from moneta.infrastructure.tokenizer import TiktokenCounter
 from tests.providers.fakes.anthropic_api import error_body as anthropic_body
 from tests.providers.fakes.google_api import google_error
 from tests.providers.fakes.openai_api import openai_error
@@ -91,7 +92,7 @@ async def test_provider_error_maps_to_gateway_error(server, call, provider, stat
     deployment = Deployment(id="d", model_name="m", provider=provider, provider_model="some-model",
                             api_base=server.url, api_key=KEY)
     request = {"model": "some-model", "messages": [{"role": "user", "content": "Hi"}]}
-    adapter = default_providers({}).for_deployment(deployment)
+    adapter = default_providers({}, TiktokenCounter()).for_deployment(deployment)
     with pytest.raises(errors.GatewayError) as caught:
         if call == "chat":
             await adapter.chat(deployment, request)

@@ -15,6 +15,7 @@ from moneta.infrastructure.providers.openai_family import (
     family_providers,
 )
 from moneta.infrastructure.providers.registry import default_providers
+from moneta.infrastructure.tokenizer import TiktokenCounter
 from tests.providers.fakes.ollama_api import FakeOllama
 from tests.providers.fakes.openai_api import ENTRA_TOKEN, FakeOpenAICompatible
 
@@ -215,5 +216,5 @@ async def test_ollama_refuses_image_links_and_embeds(ollama):
 
 
 def test_registry_serves_every_prefix():
-    names = default_providers({}).names()
+    names = default_providers({}, TiktokenCounter()).names()
     assert set(family_providers({})) | {"azure", "anthropic", "gemini", "vertex_ai", "ollama", "ollama_chat"} <= set(names)
