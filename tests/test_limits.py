@@ -119,6 +119,48 @@ def test_an_invalid_connection_limit_names_its_key(key, value):
         parse_config({"general_settings": {key: value}}, {})
 
 
+# -- bodies --------------------------------------------------------------------------------------
+
+def _chunked(first: bytes, total: int, size: int = 256 * 1024) -> Iterator[bytes]:
+    """`total` bytes of body in chunked transfer coding, `first` at the start of it."""
+    sent, data = 0, first + b"a" * (size - len(first))
+    while sent < total:
+        yield b"%x\r\n%s\r\n" % (len(data), data)
+        sent += len(data)
+        data = b"a" * size
+    yield b"0\r\n\r\n"
+
+
+UPLOADS = {
+    "chat": ("/v1/chat/completions", "application/json", b'{"model": "m", "messages": [{"role": "user", "content": "'),
+    "transcription": ("/v1/audio/transcriptions", "multipart/form-data; boundary=XyZ",
+                      b'--XyZ\r\nContent-Disposition: form-data; name="model"\r\n\r\nm\r\n--XyZ\r\nContent-Disposition:'
+                      b' form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'),
+}
+
+
+@pytest.mark.parametrize("route", UPLOADS)
+def test_a_chunked_upload_past_the_limit_is_refused_before_it_is_read(server, route):
+    path, content_type, start = UPLOADS[route]
+    total = 25_000_000
+    with _connect(server) as sock:
+        sock.sendall(_head("POST", path, f"Content-Type: {content_type}", "Transfer-Encoding: chunked"))
+        sent = _send_until_closed(sock, _chunked(start, total))
+        answer = _read_to_end(sock)
+    assert sent < total / 2, f"the server read {sent} bytes of a body over its limit of {BODY_LIMIT}"
+    if answer:
+        assert (_status(answer), _error_code(answer)) == (413, "request_too_large")
+    chat(server)
+
+
+def test_a_chunked_body_within_the_limit_is_served(server):
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 300_000}]})
+    pieces = (body[i:i + 100_000] for i in range(0, len(body), 100_000))
+    response = httpx.post(server.base_url + "/v1/chat/completions", content=pieces, timeout=10,
+                          headers={**HEADERS, "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+
+
 # -- heads ---------------------------------------------------------------------------------------
 
 def test_a_32_mb_header_is_refused_with_431_before_it_is_read(server):
