@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 
 from moneta.api.auth import master_key_hash, require_admin
 from moneta.api.errors import install_error_handlers
+from moneta.api.limits import BodySizeLimit
 from moneta.api.routes import anthropic, deployment_health, health, openai, utils
 from moneta.bootstrap import Container
 from moneta.infrastructure.http_session import close_session
@@ -53,7 +54,7 @@ def create_app(container: Container) -> FastAPI:
             yield
         finally:
             for task in reversed(tasks):
-                task.stop()
+                await task.stop()  # each waits for its work in flight: the stores close next
             await close_session()
             container.close()
 
@@ -74,5 +75,6 @@ def create_app(container: Container) -> FastAPI:
         from moneta.api.routes import spend
 
         app.include_router(spend.router, dependencies=[Depends(require_admin)])
+    app.add_middleware(BodySizeLimit, max_bytes=container.config.max_request_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

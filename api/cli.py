@@ -82,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     grace_period = config.graceful_shutdown_timeout_s if args.grace_period is None else args.grace_period
     serve(host=args.host, port=args.port, workers=args.workers, log_level=args.log_level, access_log=args.access_log,
-          grace_period_s=grace_period, read_side=read_side_command(config_path))
+          grace_period_s=grace_period, limits=config.connection_limits, read_side=read_side_command(config_path))
 
 
 def cmd_config_check(args: argparse.Namespace) -> None:

@@ -6,10 +6,12 @@
   and let requests in flight finish for up to the grace period; then the app's lifespan closes
   the ledger (flushing the group commit) and `moneta serve` exits with status 0.
 - Children die with `moneta serve` whatever ends it (see `lifeline`), `kill -9` included.
+- Every connection is held to the configured `ConnectionLimits` (see `http_protocol`).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import subprocess
@@ -24,18 +26,24 @@ from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from moneta.api.http_protocol import LimitedHttpToolsProtocol
 from moneta.api.lifeline import die_with_parent
+from moneta.application.config import ConnectionLimits
 
 log = logging.getLogger("moneta.serve")
 
 
 def serve(*, host: str, port: int, workers: int, log_level: str, access_log: bool, grace_period_s: float,
-          read_side: list[str]) -> None:
+          limits: ConnectionLimits, read_side: list[str]) -> None:
     """Runs until SIGTERM or SIGINT, then drains; returns once every child has ended. The caller
     has put this process's pid in the environment, under `lifeline.PARENT_PID`."""
     app = "moneta.api.supervisor:worker_app" if workers > 1 else "moneta.api.server:app_from_environment"
+    # The protocol, with its limits bound, reaches N workers pickled inside the config. There are no
+    # WebSocket routes: `ws="none"` keeps upgrades out (the protocol's timers would outlive a hand-over).
+    protocol = functools.partial(LimitedHttpToolsProtocol, limits=limits)
     config = uvicorn.Config(app, factory=True, host=host, port=port, workers=workers, loop="uvloop",
-                            http="httptools", access_log=access_log, log_level=log_level,
+                            http=protocol, ws="none", timeout_keep_alive=limits.keep_alive_timeout_s,
+                            access_log=access_log, log_level=log_level,
                             timeout_graceful_shutdown=grace_period_s)  # type: ignore[arg-type]
     projections = Supervised("read side", read_side)
     if workers > 1:

@@ -44,6 +44,19 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class ConnectionLimits:
+    """What `moneta serve` allows one HTTP connection: a request head (request line and headers) of
+    at most `max_header_bytes` in `max_header_count` headers, sent within `header_timeout_s`; a body
+    with no gap longer than `body_timeout_s`; `keep_alive_timeout_s` idle between requests."""
+
+    max_header_bytes: int = 64 * 1024
+    max_header_count: int = 100
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     deployments: tuple[Deployment, ...] = ()
     master_key: str | None = field(default=None, repr=False)
@@ -56,6 +69,7 @@ class GatewayConfig:
     graceful_shutdown_timeout_s: float = 30.0  # how long `moneta serve` lets in-flight requests finish on SIGTERM
     abandon_after_s: float = 30.0  # a gateway process silent this long is gone: its open calls end as Abandoned
     ledger_timeout_s: float = 5.0  # how long a call waits for its events to be durable before its 503
+    connection_limits: ConnectionLimits = ConnectionLimits()
     # The settings as written: they may hold credentials (redis_password, database_url, ...).
     router_settings: dict[str, Any] = field(default_factory=dict, repr=False)
     litellm_settings: dict[str, Any] = field(default_factory=dict, repr=False)

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from moneta.application.config import Deployment, GatewayConfig
+from moneta.application.config import ConnectionLimits, Deployment, GatewayConfig
 from moneta.application.routing.settings import RouterSettings
 from moneta.domain.model_ref import ModelRef
 from moneta.domain.pricing import TokenPrice, to_decimal
@@ -50,7 +50,8 @@ _GENERAL = {"master_key", "database_url", "max_request_size_mb", "max_response_s
             "enable_jwt_auth", "litellm_jwtauth", "infer_model_from_keys", "disable_reset_budget",
             "use_redis_transaction_buffer", "maximum_spend_logs_retention_period", "pass_through_endpoints",
             "max_parallel_requests", "global_max_parallel_requests", "user_header_name", "redis_url",
-            "graceful_shutdown_timeout_s", "abandon_after_s", "ledger_timeout_s", "strict_pricing"}
+            "graceful_shutdown_timeout_s", "abandon_after_s", "ledger_timeout_s", "strict_pricing",
+            "max_header_size_kb", "max_header_count", "header_timeout_s", "body_timeout_s", "keep_alive_timeout_s"}
 _LITELLM = {"drop_params", "num_retries", "request_timeout", "set_verbose", "json_logs", "callbacks",
             "success_callback", "failure_callback", "service_callback", "cache", "cache_params", "context_window_fallbacks",
             "content_policy_fallbacks", "default_fallbacks", "fallbacks", "turn_off_message_logging",
@@ -153,6 +154,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
                                                   "general_settings.graceful_shutdown_timeout_s"),
         abandon_after_s=_positive(general.get("abandon_after_s", 30), "general_settings.abandon_after_s"),
         ledger_timeout_s=_positive(general.get("ledger_timeout_s", 5), "general_settings.ledger_timeout_s"),
+        connection_limits=_connection_limits(general),
         router_settings=router,
         litellm_settings=litellm,
         general_settings={k: v for k, v in general.items() if k != "master_key"},
@@ -163,6 +165,21 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return config
+
+
+def _connection_limits(general: dict) -> ConnectionLimits:
+    default = ConnectionLimits()
+
+    def setting(key: str, value: Any) -> float:
+        return _positive(general.get(key, value), f"general_settings.{key}")
+
+    return ConnectionLimits(
+        max_header_bytes=int(setting("max_header_size_kb", default.max_header_bytes / 1024) * 1024),
+        max_header_count=_int(setting("max_header_count", default.max_header_count), "general_settings.max_header_count"),
+        header_timeout_s=setting("header_timeout_s", default.header_timeout_s),
+        body_timeout_s=setting("body_timeout_s", default.body_timeout_s),
+        keep_alive_timeout_s=setting("keep_alive_timeout_s", default.keep_alive_timeout_s),
+    )
 
 
 def _environment_secret(environ: Mapping[str, str], *names: str) -> str | None:

@@ -20,6 +20,7 @@ from moneta.application.routing import DeploymentRouter
 
 log = logging.getLogger("moneta.health_checks")
 DEFAULT_INTERVAL_S = 300.0
+STOP_WAIT_S = 10.0
 _PING = [{"role": "user", "content": "ping"}]
 
 
@@ -43,6 +44,7 @@ class HealthChecks:
         self.providers = providers
         self.interval_s = interval_s
         self._scheduler: AsyncIOScheduler | None = None
+        self._running: set[asyncio.Task] = set()
 
     def start(self) -> None:
         self._scheduler = AsyncIOScheduler()
@@ -50,12 +52,21 @@ class HealthChecks:
                                 coalesce=True, id="moneta-health-checks")
         self._scheduler.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Stops scheduling, then waits for a round in flight (it reads the ledger on threads)."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+        if self._running:
+            await asyncio.wait(self._running, timeout=STOP_WAIT_S)
 
     async def run_once(self) -> None:
-        await asyncio.gather(*(self._check(d) for d in self.deployments))
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            await asyncio.gather(*(self._check(d) for d in self.deployments))
+        finally:
+            self._running.discard(task)
 
     async def _check(self, deployment: Deployment) -> None:
         router = self.router

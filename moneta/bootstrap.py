@@ -50,7 +50,9 @@ class Background(Protocol):
 
     def start(self) -> None: ...
 
-    def stop(self) -> None: ...
+    async def stop(self) -> None:
+        """Stops, and returns once nothing of it still runs."""
+        ...
 
 
 @dataclass

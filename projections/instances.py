@@ -1,6 +1,7 @@
 """Which gateway processes are alive: each beats every few seconds while it serves."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from datetime import UTC, datetime
@@ -45,7 +46,10 @@ class InstanceHeartbeat:
         self._thread = threading.Thread(target=self._run, name="moneta-instance-heartbeat", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._leave)
+
+    def _leave(self) -> None:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(5)

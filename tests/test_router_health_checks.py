@@ -48,7 +48,7 @@ async def test_the_scheduler_runs_the_checks_on_its_interval(sqlite_url):
                     break
                 await asyncio.sleep(0.05)
         finally:
-            checks.stop()
+            await checks.stop()
         assert container.gateway.router.cooldowns.state().cooling.keys() == {"dead"}
     finally:
         container.close()
