@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import traceback
 import uuid
 
+import psycopg
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moneta.api.responses import json_response
-from moneta.domain.errors import GatewayError, InternalServerError
+from moneta.domain.errors import GatewayError, InternalServerError, ServiceUnavailableError
 from moneta.domain.redaction import redact
 
 log = logging.getLogger("moneta.api")
@@ -47,7 +50,12 @@ def error_response(error: GatewayError, request_id: str) -> Response:
 
 
 def unexpected(error: Exception, request_id: str, secrets: tuple[str, ...]) -> GatewayError:
-    """A 500 for an exception the gateway did not expect: its traceback goes to the log only."""
+    """A 500 for an exception the gateway did not expect: its traceback goes to the log only.
+    A database that cannot be reached (the views, during an outage) is a 503: try again."""
+    if isinstance(error, (psycopg.OperationalError, sqlite3.OperationalError)):
+        log.warning("request %s: database unavailable: %s", request_id, redact(str(error), secrets))
+        return ServiceUnavailableError("The gateway's database is unavailable; try again shortly.",
+                                       code="database_unavailable")
     detail = "".join(traceback.format_exception(error))
     return public(InternalServerError(detail), request_id, secrets)
 
@@ -74,6 +82,8 @@ class _Unexpected:
 
         try:
             await self.app(scope, receive, tracked)
+        except ClientDisconnect:  # the client left while sending its body: nobody to answer
+            log.debug("client disconnected before its request body was complete")
         except Exception as error:  # noqa: BLE001 - the last resort
             request_id = request_id_of(Request(scope))
             answer = unexpected(error, request_id, self.secrets)

@@ -80,3 +80,18 @@ def test_global_spend_report_by_api_key(world: World, client: TestClient) -> Non
 )
 def test_bad_parameters_are_client_errors(client: TestClient, path: str, params: dict, status: int) -> None:
     assert client.get(path, params=params).status_code == status
+
+
+def test_views_that_cannot_be_reached_are_a_503_not_a_500(world: World, client: TestClient, monkeypatch) -> None:
+    import psycopg
+
+    def unreachable(*args, **kwargs):
+        raise psycopg.OperationalError("connection refused by the test")
+
+    monkeypatch.setattr(world.queries, "spend_logs", unreachable)
+
+    response = client.get("/spend/logs")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert "refused by the test" not in response.text
