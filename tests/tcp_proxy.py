@@ -1,13 +1,15 @@
 """A TCP proxy on loopback in front of a real server, to play an outage of that server.
 
 `cut()` closes every proxied connection and refuses new ones (the listening socket is closed),
-as a stopped Postgres would; `restore()` listens again on the same port. The server behind it
-is never touched: other tests share it.
+as a stopped Postgres would; `restore()` listens again on the same port; `reply_delay_s` holds
+back each answer of the server, as a slow one would. The server behind it is never touched:
+other tests share it.
 """
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from urllib.parse import urlparse, urlunparse
 
 from tests.live_server import free_port
@@ -22,6 +24,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.reply_delay_s = 0.0
 
     @classmethod
     def in_front_of(cls, url: str) -> "TcpProxy":
@@ -80,12 +83,15 @@ class TcpProxy:
                     _close(server)
                     return
                 self._sockets.update((client, server))
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), name="tcp-proxy-pump", daemon=True).start()
+            for source, sink, answers in ((client, server, False), (server, client, True)):
+                threading.Thread(target=self._pump, args=(source, sink, answers), name="tcp-proxy-pump",
+                                 daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
         try:
             while data := source.recv(_CHUNK):
+                if answers and self.reply_delay_s:
+                    time.sleep(self.reply_delay_s)
                 sink.sendall(data)
         except OSError:
             pass
