@@ -66,7 +66,7 @@ def create_app(container: Container) -> FastAPI:
     app.state.started_at = time.time()
     app.state.views = container.views
     install_error_handlers(app, container.config.secrets())
-    app.include_router(openai.router)
+    openai.router.install(app)
     app.include_router(anthropic.router)
     app.include_router(utils.router)
     app.include_router(health.router)

@@ -5,13 +5,14 @@ import uuid
 from typing import Any, Awaitable, Callable, cast
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from starlette.datastructures import FormData
 
 from moneta.api.admission import admit, gateway, new_request_id
 from moneta.api.auth import authenticate
 from moneta.api.body import check_declared_size
 from moneta.api.errors import public
+from moneta.api.plain_routes import PlainRoutes
 from moneta.api.responses import json_response
 from moneta.api.sse import OpenAIFraming, stream_response
 from moneta.application import validation
@@ -20,7 +21,7 @@ from moneta.application.json_limits import refuse_nul
 from moneta.application.ports import AudioFile
 from moneta.domain.errors import BadRequestError, GatewayError
 
-router = APIRouter()
+router = PlainRoutes()
 
 _TRANSCRIPTION_FIELDS = ("model", "language", "prompt", "response_format", "temperature",
                          "timestamp_granularities[]")
@@ -57,8 +58,7 @@ async def _call(
     return _json(await run(gateway(request), call.caller, call.call, call.request_id), call.request_id)
 
 
-@router.post("/v1/chat/completions")
-@router.post("/chat/completions")
+@router.post("/v1/chat/completions", "/chat/completions")
 async def chat_completions(request: Request) -> Response:
     call = await admit(request, "chat", _checked(validation.validate_chat))
     if call.body.get("stream"):
@@ -69,8 +69,7 @@ async def chat_completions(request: Request) -> Response:
     return _json(await gateway(request).chat(call.caller, call.call, call.request_id), call.request_id)
 
 
-@router.post("/v1/completions")
-@router.post("/completions")
+@router.post("/v1/completions", "/completions")
 async def completions(request: Request) -> Response:
     def validate(body: Any) -> str:
         model = validation.validate_text_completion(body)
@@ -83,15 +82,13 @@ async def completions(request: Request) -> Response:
                        lambda gw, caller, body, rid: gw.text_completion(caller, body, rid))
 
 
-@router.post("/v1/embeddings")
-@router.post("/embeddings")
+@router.post("/v1/embeddings", "/embeddings")
 async def embeddings(request: Request) -> Response:
     return await _call(request, "embedding", validation.validate_embedding,
                        lambda gw, caller, body, rid: gw.embedding(caller, body, rid))
 
 
-@router.post("/v1/audio/transcriptions")
-@router.post("/audio/transcriptions")
+@router.post("/v1/audio/transcriptions", "/audio/transcriptions")
 async def transcriptions(request: Request) -> Response:
     caller = authenticate(request)
     request_id = new_request_id(request)
@@ -127,8 +124,7 @@ async def _audio_file(form: FormData) -> AudioFile:
     return AudioFile(upload.filename or "audio", await upload.read(), upload.content_type or "application/octet-stream")
 
 
-@router.get("/v1/models")
-@router.get("/models")
+@router.get("/v1/models", "/models")
 async def models(request: Request) -> Response:
     authenticate(request)
     created = int(request.app.state.started_at)
