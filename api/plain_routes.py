@@ -1,6 +1,6 @@
 """Plain Starlette routes for the call routes: they read their `Request` themselves, so FastAPI's
-per-request work (dependency solving, its exit stacks) buys them nothing. Measured here: about
-0.1 ms of CPU per call saved, a tenth of the gateway's."""
+per-request work (dependency solving, its exit stacks) buys them nothing. Measured on the bare
+passthrough here: 0.45 ms of CPU per call as a FastAPI route, 0.35 ms as a Starlette one."""
 from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
