@@ -204,13 +204,14 @@ class ReadSide:
 def build_read_side(config: GatewayConfig) -> ReadSide:
     location = StoreLocation.from_url(config.database_url)
     event_store = location.open()
-    store = open_view_store(location)
+    store = open_view_store(location, check_connections=False)  # the runner retries what fails
     runner = ProjectionRunner(event_store, store, listen_dsn=location.postgres_dsn)
     return ReadSide(event_store, store, runner, config.abandon_after_s)
 
 
-def open_view_store(location: StoreLocation) -> ViewStore:
-    return ViewStore.connect(sqlite_path=location.sqlite_path, postgres_dsn=location.postgres_dsn)
+def open_view_store(location: StoreLocation, check_connections: bool = True) -> ViewStore:
+    return ViewStore.connect(sqlite_path=location.sqlite_path, postgres_dsn=location.postgres_dsn,
+                             check_connections=check_connections)
 
 
 def _shared_counters(config: GatewayConfig) -> tuple[CooldownStore, UsageMeter]:

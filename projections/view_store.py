@@ -68,11 +68,14 @@ class ViewStore(ABC):
     columns_sql: str  # the names of a table's columns, as `name`
 
     @staticmethod
-    def connect(*, sqlite_path: str | None = None, postgres_dsn: str | None = None) -> ViewStore:
+    def connect(*, sqlite_path: str | None = None, postgres_dsn: str | None = None,
+                check_connections: bool = True) -> ViewStore:
+        """`check_connections=False` for a user that retries a failed transaction anyway (the
+        projection runner): it saves a round trip per transaction."""
         if (sqlite_path is None) == (postgres_dsn is None):
             raise ValueError("give exactly one of sqlite_path and postgres_dsn")
         if postgres_dsn is not None:
-            return PostgresViewStore(postgres_dsn)
+            return PostgresViewStore(postgres_dsn, check_connections=check_connections)
         return SqliteViewStore(sqlite_path)  # type: ignore[arg-type]
 
     def ddl(self, statement: str) -> str:
@@ -174,7 +177,7 @@ class PostgresViewStore(ViewStore):
     columns_sql = ("SELECT column_name AS name FROM information_schema.columns"
                    " WHERE table_schema = current_schema() AND table_name = ?")
 
-    def __init__(self, dsn: str, max_connections: int = 4) -> None:
+    def __init__(self, dsn: str, max_connections: int = 4, check_connections: bool = True) -> None:
         from psycopg.rows import dict_row
         from psycopg_pool import ConnectionPool
 
@@ -184,7 +187,8 @@ class PostgresViewStore(ViewStore):
         # and backs reconnection off for up to 5 minutes, which would delay recovery as long).
         self._pool = ConnectionPool(
             dsn, min_size=1, max_size=max_connections, kwargs={"row_factory": dict_row, "connect_timeout": 2},
-            check=ConnectionPool.check_connection, timeout=5.0, reconnect_timeout=2.0, open=True,
+            check=ConnectionPool.check_connection if check_connections else None, timeout=5.0,
+            reconnect_timeout=2.0, open=True,
         )
 
     def translate(self, sql: str) -> str:
