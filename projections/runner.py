@@ -157,16 +157,22 @@ class ProjectionRunner:
         with self.store.transaction() as cur:
             start = tracking.lock(cur, self.name)
             notifications = self.app.recorder.select_notifications(start, limit, inclusive_of_start=False)
-            held = quarantine.held_streams(cur, self.name)
             now = datetime.now(UTC)
-            for notification in (n for n in notifications if str(n.originator_id) in held):
-                quarantine.add(cur, self.name, notification, quarantine.HELD_BACK, now)
-            self._apply(cur, [n for n in notifications if str(n.originator_id) not in held])
+            self._apply(cur, self._not_held_back(cur, notifications, now))
             end = notifications[-1].id if notifications else start
             tracking.advance(cur, self.name, end, now)
         self._last_beat = time.monotonic()
         self._set_known(end)
         return len(notifications)
+
+    def _not_held_back(self, cur: ViewCursor, notifications: Sequence[Any], now: datetime) -> Sequence[Any]:
+        """The notifications to apply; those of a stream with an event in quarantine join it."""
+        held = quarantine.held_streams(cur, self.name)
+        if not held:  # the common case: no string made per event
+            return notifications
+        for notification in (n for n in notifications if str(n.originator_id) in held):
+            quarantine.add(cur, self.name, notification, quarantine.HELD_BACK, now)
+        return [n for n in notifications if str(n.originator_id) not in held]
 
     def _apply(self, cur: ViewCursor, notifications: Sequence[Any]) -> None:
         page = Page([self.app.mapper.to_domain_event(notification) for notification in notifications

@@ -70,11 +70,11 @@ def apply_page(cur: ViewCursor, page: Page) -> None:
     events = [event for event in page.events if isinstance(event, EVENT_TYPES)]
     if not events:
         return
-    rows = _read(cur, sorted({str(event.originator_id) for event in events}))
+    rows = _read(cur, sorted({page.stream_id(event) for event in events}))
     for event in events:
-        _apply(rows, event)
+        _apply(rows, event, page.stream_id(event))
     cur.executemany(_UPSERT, [[_stored(row, column) for column in COLUMNS] for row in rows.values()])
-    ended = [str(event.originator_id) for event in events if isinstance(event, _OUTCOMES)]
+    ended = [page.stream_id(event) for event in events if isinstance(event, _OUTCOMES)]
     page.ended_requests = [rows[request_id] for request_id in ended if request_id in rows]
 
 
@@ -91,13 +91,13 @@ def _stored(row: dict[str, Any], column: str) -> Any:
     return json.dumps(row[column]) if column == "metadata" else row[column]
 
 
-def _apply(rows: dict[str, dict[str, Any]], event: Any) -> None:
-    request_id = str(event.originator_id)
+def _apply(rows: dict[str, dict[str, Any]], event: Any, request_id: str) -> None:
     if isinstance(event, RequestRecord.Admitted):
-        rows[request_id] = _opened(event, status="pending", metadata={})
+        rows[request_id] = _opened(event, request_id, status="pending", metadata={})
         return
     if isinstance(event, RequestRecord.Denied):
-        rows[request_id] = _opened(event, status="denied", metadata={"code": event.code, "reason": event.reason})
+        rows[request_id] = _opened(event, request_id, status="denied",
+                                   metadata={"code": event.code, "reason": event.reason})
         rows[request_id].update(end_time=event.timestamp, error_type=event.error_type, status_code=event.status_code)
         return
     row = rows.get(request_id)
@@ -125,10 +125,10 @@ def _outcome(event: Any) -> dict[str, Any]:
     return {"status": "client_disconnected"}
 
 
-def _opened(event: Any, *, status: str, metadata: dict[str, Any]) -> dict[str, Any]:
+def _opened(event: Any, request_id: str, *, status: str, metadata: dict[str, Any]) -> dict[str, Any]:
     row = dict.fromkeys(COLUMNS)
     row.update(
-        request_id=str(event.originator_id),
+        request_id=request_id,
         call_type=event.call_type,
         api_key=event.key_hash,
         end_user=event.end_user,
