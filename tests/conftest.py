@@ -5,6 +5,7 @@ from typing import Iterator
 import pytest
 
 from tests import services
+from tests.ledger_world import World
 
 
 @pytest.fixture
@@ -34,3 +35,13 @@ def ledger_url(request) -> Iterator[str]:
         yield request.getfixturevalue("sqlite_url")
     else:
         yield request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def world(request) -> Iterator[World]:
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    world = World(url)
+    try:
+        yield world
+    finally:
+        world.close()

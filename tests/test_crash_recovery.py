@@ -22,7 +22,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from tests.live_server import LiveServer
 

@@ -13,7 +13,7 @@ from moneta.domain.request_record import RequestRecord
 from moneta.domain.usage import Usage
 from moneta.projections.runner import DEFAULT_VIEWS
 from moneta.projections.view_store import ViewStore
-from tests.test_projections import TINY, World, world  # noqa: F401 (world is the fixture)
+from tests.ledger_world import TINY, World
 
 KINDS = ("completed", "interrupted", "failed", "denied")
 ENDINGS = KINDS[:3]  # of a request admitted earlier

@@ -12,7 +12,7 @@ import pytest
 from moneta.domain.request_record import RequestRecord
 from moneta.projections import deployment_health, quarantine, spend_log, usage_report
 from moneta.projections.status import read_status
-from tests.test_projections import World, world  # noqa: F401 (world is the fixture)
+from tests.ledger_world import World
 
 
 class Poison:

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from moneta.projections import tracking
 from moneta.projections.status import ProjectionStatus, read_status
-from tests.test_projections import World, world  # noqa: F401 (world is the fixture)
+from tests.ledger_world import World
 
 
 def spend_status(world: World, now: datetime) -> ProjectionStatus:

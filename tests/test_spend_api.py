@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from moneta.api.errors import install_error_handlers
 from moneta.api.routes.spend import router
 from moneta.domain.redaction import key_hash
-from tests.test_projections import TINY, World
+from tests.ledger_world import TINY, World
 
 
 @pytest.fixture
