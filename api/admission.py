@@ -1,15 +1,17 @@
-"""The front of every call route: authenticate, read, validate; a refusal of an authenticated
-caller is recorded in the ledger before it is answered."""
+"""The front of every call route, as a pipeline of checks: authenticate, read and validate,
+authorize the model, check the end user, take the rate limits. A refusal of an authenticated
+caller is recorded in the ledger, with what the checks saw, before it is answered."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from fastapi import Request
 
-from moneta.api.auth import authenticate
+from moneta.api.auth import END_USER_HEADER, authenticate
 from moneta.api.body import parse_json, read_body
+from moneta.application.authorization import model_for
 from moneta.application.gateway import Caller, Gateway
 from moneta.domain.errors import GatewayError
 
@@ -35,16 +37,31 @@ def new_request_id(request: Request) -> uuid.UUID:
 
 async def admit(request: Request, call_type: str, check: Callable[[Any], dict[str, Any]]) -> Admitted:
     """`check` validates the parsed body and returns the call to make (raising a GatewayError)."""
-    caller = authenticate(request)
+    caller = await authenticate(request)
     request_id = new_request_id(request)
     body: Any = {}
     try:
         body = parse_json(await read_body(request))
         call = check(body)
+        caller = _with_end_user(request, caller, call)
+        call = authorize(request, caller, call)
     except GatewayError as error:
         model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else ""
         await gateway(request).deny(caller, call_type, model, error, request_id)
         raise
-    if call.get("user") and not caller.end_user:
-        caller = Caller(key_hash=caller.key_hash, end_user=str(call["user"]))
     return Admitted(caller, body, call, request_id)
+
+
+def _with_end_user(request: Request, caller: Caller, call: dict[str, Any]) -> Caller:
+    end_user = request.headers.get(END_USER_HEADER) or (str(call["user"]) if call.get("user") else "")
+    return replace(caller, end_user=end_user[:256]) if end_user else caller
+
+
+def authorize(request: Request, caller: Caller, call: dict[str, Any]) -> dict[str, Any]:
+    """The call with its model group named as the key's aliases say, once the key may call it and
+    its end user is not blocked."""
+    principal = getattr(request.state, "principal", None)
+    model = model_for(principal, call["model"])
+    if caller.end_user and principal is not None:
+        request.app.state.container.end_users.check(caller.end_user)
+    return call if model == call["model"] else {**call, "model": model}

@@ -9,10 +9,10 @@ from typing import Any, AsyncIterator
 
 from fastapi import Depends, FastAPI
 
-from moneta.api.auth import master_key_hash, require_admin
+from moneta.api.auth import require_admin
 from moneta.api.errors import install_error_handlers
 from moneta.api.limits import BodySizeLimit
-from moneta.api.routes import anthropic, deployment_health, health, openai, utils
+from moneta.api.routes import anthropic, deployment_health, health, management, openai, utils
 from moneta.bootstrap import Container
 from moneta.infrastructure.http_session import close_session
 
@@ -62,7 +62,6 @@ def create_app(container: Container) -> FastAPI:
     app = FastAPI(title="Moneta Gateway", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.container = container
-    app.state.master_key_hash = master_key_hash(container.config.master_key)
     app.state.started_at = time.time()
     app.state.views = container.views
     install_error_handlers(app, container.config.secrets())
@@ -71,10 +70,11 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(utils.router)
     app.include_router(health.router)
     app.include_router(deployment_health.router, dependencies=[Depends(require_admin)])
+    app.include_router(management.router)
     if container.views is not None:
         from moneta.api.routes import spend
 
-        app.include_router(spend.router, dependencies=[Depends(require_admin)])
+        app.include_router(spend.router)
     app.add_middleware(BodySizeLimit, max_bytes=container.config.max_request_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -1,14 +1,17 @@
-"""Authentication: `Authorization: Bearer <key>`, `x-api-key: <key>` or `api-key: <key>`."""
+"""Authentication: `Authorization: Bearer <key>`, `x-api-key: <key>` or `api-key: <key>`; the
+master key or a virtual key (see application/authentication.py)."""
 from __future__ import annotations
 
-import hmac
 from typing import Any, Mapping
 
 from fastapi import Request
 
+from moneta.application.authentication import Authenticator
 from moneta.application.gateway import Caller
-from moneta.domain.errors import AuthenticationError
-from moneta.domain.redaction import key_hash
+from moneta.application.principal import Principal
+from moneta.domain.errors import BadRequestError, PermissionDeniedError
+
+END_USER_HEADER = "x-litellm-end-user-id"
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -19,28 +22,48 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key") or headers.get("api-key")
 
 
-def authenticate_key(app: Any, key: str | None) -> Caller:
+def authenticator(app: Any) -> Authenticator:
+    return app.state.container.authenticator
+
+
+async def authenticate_key(app: Any, key: str | None) -> Caller:
     """The caller who presents `key` to the app (HTTP or WebSocket); AuthenticationError (401)
-    without the right key. With no master key configured the gateway is open and callers are
-    anonymous."""
-    master_key: str | None = app.state.container.config.master_key
-    if not master_key:
+    or PermissionDeniedError (403) saying why the key cannot be used. With no master key
+    configured the gateway is open and callers are anonymous."""
+    return caller_of(await authenticator(app).principal(key))
+
+
+def caller_of(principal: Principal | None) -> Caller:
+    if principal is None:
         return Caller()
-    if not key:
-        raise AuthenticationError("No API key provided. Pass it as 'Authorization: Bearer <key>' or 'x-api-key'.")
-    if not hmac.compare_digest(key.encode(), master_key.encode()):
-        raise AuthenticationError("Invalid API key.")
-    return Caller(key_hash=app.state.master_key_hash)
+    if not principal.key_id:
+        return Caller(key_hash=principal.key_hash)
+    return Caller(key_hash=principal.key_hash, principal={
+        "key_alias": principal.key_alias, "team_id": principal.team_id, "user_id": principal.user_id,
+        "org_id": principal.org_id})
 
 
-def authenticate(request: Request) -> Caller:
-    return authenticate_key(request.app, presented_key(request.headers))
+async def authenticate(request: Request) -> Caller:
+    principal = await request_principal(request)
+    request.state.principal = principal
+    return caller_of(principal)
 
 
-def require_admin(request: Request) -> None:
-    """FastAPI dependency for management routes (spend, reports)."""
-    authenticate(request)
+async def request_principal(request: Request) -> Principal | None:
+    return await authenticator(request.app).principal(presented_key(request.headers))
 
 
-def master_key_hash(master_key: str | None) -> str:
-    return key_hash(master_key) if master_key else ""
+async def manager(request: Request) -> Principal:
+    """The principal of a management or spend route (FastAPI dependency)."""
+    principal = await request_principal(request)
+    if principal is None:
+        raise BadRequestError("Keys, teams and users need a master key: set general_settings.master_key.",
+                              code="no_master_key")
+    return principal
+
+
+async def require_admin(request: Request) -> None:
+    """FastAPI dependency for routes only the proxy admin (or a viewer, reading) may use."""
+    principal = await request_principal(request)
+    if principal is not None and not principal.reads_everything:
+        raise PermissionDeniedError("Only a proxy admin or a proxy admin viewer may read this.", code="not_allowed")

@@ -8,6 +8,7 @@ one commit after the provider's answer, and both events are durable before the r
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 from moneta.application.ports import Ledger
 from moneta.domain.request_record import RequestRecord
@@ -16,9 +17,11 @@ ADMISSION_WRITE_DELAY_S = 0.005
 
 
 class Admission:
-    def __init__(self, ledger: Ledger, record: RequestRecord, delay_s: float = ADMISSION_WRITE_DELAY_S) -> None:
+    def __init__(self, ledger: Ledger, record: RequestRecord, delay_s: float = ADMISSION_WRITE_DELAY_S,
+                 on_settle: Callable[[RequestRecord], None] | None = None) -> None:
         self._ledger = ledger
         self._record = record
+        self._on_settle = on_settle
         self._written: asyncio.Future[None] | None = None
         self._timer = asyncio.get_running_loop().call_later(delay_s, self._write)
 
@@ -28,6 +31,9 @@ class Admission:
     def settle(self) -> "asyncio.Future[None]":
         """Queues the outcome (with the admission, if not written yet); resolves once durable."""
         self._timer.cancel()
+        if self._on_settle is not None:
+            self._on_settle(self._record)
+            self._on_settle = None
         outcome = self._ledger.record(self._record)
         if self._written is None:
             return outcome

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable
 from uuid import UUID
@@ -33,10 +33,15 @@ from moneta.domain.usage import Usage
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the hash of their key (never the key) and the end user they name."""
+    """Who is calling: the hash of their key (never the key), the end user they name, who the key
+    belongs to, what the admission checks before routing decided (for the ledger), and whom to
+    tell once the call has ended (with its record)."""
 
     key_hash: str = ""
     end_user: str = ""
+    principal: dict[str, str] | None = None  # key_alias, team_id, user_id, org_id of a virtual key
+    checks: dict[str, Any] = field(default_factory=dict)
+    on_end: Callable[[RequestRecord], None] | None = None
 
 
 def _now() -> datetime:
@@ -106,7 +111,8 @@ class Gateway:
     # -- admission ---------------------------------------------------------------------------
 
     async def deny(self, caller: Caller, call_type: str, model: str, error: GatewayError, request_id: UUID) -> None:
-        """Records a refusal (nothing reached a provider) and waits until it is durable."""
+        """Records a refusal (nothing reached a provider), with what the checks saw, and waits
+        until it is durable."""
         record = RequestRecord.deny(
             request_id,
             call_type=call_type,
@@ -117,7 +123,11 @@ class Gateway:
             error_type=error.error_type,
             code=str(error.code or ""),
             reason=redact(error.message, self._secrets)[:500],
+            principal=caller.principal,
+            decision=caller.checks or None,
         )
+        if caller.on_end is not None:
+            caller.on_end(record)
         await self.ledger.record(record)
 
     async def _admit(
@@ -138,10 +148,11 @@ class Gateway:
             end_user=caller.end_user,
             model_group=model,
             stream=stream,
-            decision=route_decision(first),
+            decision={**route_decision(first), **caller.checks},
             instance=self.instance,
+            principal=caller.principal,
         )
-        return record, first, Admission(self.ledger, record)
+        return record, first, Admission(self.ledger, record, on_settle=caller.on_end)
 
     # -- one-shot calls ----------------------------------------------------------------------
 

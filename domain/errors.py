@@ -86,6 +86,13 @@ class ModelNotFoundError(NotFoundError):
     default_code = "model_not_found"
 
 
+class ConflictError(GatewayError):
+    """A management change that clashes with what exists (an id or alias already taken)."""
+
+    status_code = 409
+    error_type = "conflict_error"
+
+
 class RequestTooLargeError(GatewayError):
     status_code = 413
     error_type = "invalid_request_error"

@@ -27,6 +27,7 @@ class RequestRecord(Aggregate):
         stream: bool
         decision: dict[str, Any]
         instance: str = ""  # the gateway process that runs the call ("" before instances were recorded)
+        principal: dict[str, str] | None = None  # key alias, team, user, organization (None before keys existed)
 
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.deployment_id = str(self.decision.get("deployment") or "")
@@ -40,6 +41,8 @@ class RequestRecord(Aggregate):
         error_type: str
         code: str
         reason: str
+        principal: dict[str, str] | None = None
+        decision: dict[str, Any] | None = None  # the checks' numbers (e.g. the rate limits' counters)
 
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.outcome = "denied"
@@ -71,6 +74,7 @@ class RequestRecord(Aggregate):
 
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.outcome, aggregate.cost = "completed", self.cost
+            aggregate.tokens = self.usage.get("prompt_tokens", 0) + self.usage.get("completion_tokens", 0)
 
     class Interrupted(Completed):
         """A stream that ended before its end: the client left (`client_disconnected`) or the
@@ -84,6 +88,7 @@ class RequestRecord(Aggregate):
 
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.outcome, aggregate.cost = "interrupted", self.cost
+            aggregate.tokens = self.usage.get("prompt_tokens", 0) + self.usage.get("completion_tokens", 0)
 
     class Failed(Aggregate.Event):
         status_code: int
@@ -116,6 +121,7 @@ class RequestRecord(Aggregate):
         stream: bool,
         decision: dict[str, Any] | None = None,
         instance: str = "",
+        principal: dict[str, str] | None = None,
     ) -> "RequestRecord":
         return cls._create(
             cls.Admitted,
@@ -127,6 +133,7 @@ class RequestRecord(Aggregate):
             stream=stream,
             decision=decision or {},
             instance=instance,
+            principal=principal,
         )
 
     @classmethod
@@ -142,6 +149,8 @@ class RequestRecord(Aggregate):
         error_type: str,
         code: str,
         reason: str,
+        principal: dict[str, str] | None = None,
+        decision: dict[str, Any] | None = None,
     ) -> "RequestRecord":
         return cls._create(
             cls.Denied,
@@ -154,6 +163,8 @@ class RequestRecord(Aggregate):
             error_type=error_type,
             code=code,
             reason=reason,
+            principal=principal,
+            decision=decision,
         )
 
     def __init__(self, call_type: str, key_hash: str, model_group: str) -> None:
@@ -164,6 +175,7 @@ class RequestRecord(Aggregate):
         self.attempts = 0
         self.outcome: str | None = None
         self.cost = Decimal(0)
+        self.tokens = 0  # prompt and completion tokens of the outcome
         self.deployment_id = ""
 
     def record_attempt_failure(

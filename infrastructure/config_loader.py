@@ -60,7 +60,8 @@ _LITELLM = {"drop_params", "num_retries", "request_timeout", "set_verbose", "jso
             "enable_preview_features", "return_response_headers", "allowed_fails", "cooldown_time",
             "disable_end_user_cost_tracking", "enable_json_schema_validation", "default_internal_user_params",
             "key_generation_settings", "callback_settings", "mcp_aliases", "check_provider_endpoint",
-            "max_end_user_budget", "public_model_groups", "ssl_verify", "drop_params_if_unsupported"}
+            "max_end_user_budget", "public_model_groups", "ssl_verify", "drop_params_if_unsupported",
+            "max_end_user_budget_id"}
 _ROUTER = {"routing_strategy", "routing_strategy_args", "num_retries", "retry_policy", "timeout", "stream_timeout",
            "allowed_fails", "allowed_fails_policy", "cooldown_time", "disable_cooldowns", "fallbacks",
            "context_window_fallbacks", "content_policy_fallbacks", "default_fallbacks", "redis_host", "redis_port",

@@ -19,6 +19,11 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
 
 from moneta.application import abandonment
+from moneta.application.access_directory import Directory
+from moneta.application.access_sync import DirectorySync
+from moneta.application.authentication import Authenticator
+from moneta.application.end_users import EndUsers
+from moneta.application.management.context import Context
 from moneta.application.config import Deployment, GatewayConfig
 from moneta.application.gateway import Gateway
 from moneta.application.price_check import priced_only
@@ -26,9 +31,11 @@ from moneta.application.ports import CooldownStore, Ledger, LedgerReader, PriceB
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
 from moneta.domain.request_record import RequestRecord
+from moneta.infrastructure.access_store import EventStoreAccess
 from moneta.infrastructure.aggregate_reader import EventStoreReader
 from moneta.infrastructure.event_store import StoreLocation
 from moneta.infrastructure.event_store import migrate as migrate_store
+from moneta.projections.access import AccessViewReader
 from moneta.projections.in_flight import InFlightQueries
 from moneta.projections.instances import InstanceHeartbeat
 from moneta.projections.queries import SpendQueries
@@ -68,7 +75,11 @@ class Container:
     cooldowns: CooldownStore
     usage: UsageMeter
     instance: str = field(default_factory=lambda: instance_name())  # this process, in the ledger's Admitted events
+    directory: Directory = field(default_factory=Directory)  # keys, teams, users, ... in memory
     gateway: Gateway = field(init=False)
+    authenticator: Authenticator = field(init=False)
+    access: Context = field(init=False)  # what the management commands work on
+    end_users: EndUsers = field(init=False)
     views: SpendQueries | None = None  # the read side's queries, in a proxy worker
     background: list[Background] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)  # readiness checks beyond the ledger
@@ -76,6 +87,19 @@ class Container:
 
     def __post_init__(self) -> None:
         self.gateway = self._gateway(self.config)
+        self.authenticator = Authenticator(self.directory, self.config.master_key)
+        store = EventStoreAccess(self.event_store)
+        self.access = Context(store, self.directory, lambda: datetime.now(UTC))
+        self.end_users = EndUsers(self.directory, store, self.config.litellm_settings.get("max_end_user_budget_id"))
+
+    def read_access_view(self, view: AccessViewReader) -> None:
+        """Keys, teams, users, ... from the access view: loaded now, kept fresh in the background,
+        looked up there when a key is not known yet, and waited for by management commands."""
+        self.authenticator = Authenticator(self.directory, self.config.master_key, view)
+        self.access.view = view
+        sync = DirectorySync(self.directory, view)
+        sync.load()
+        self.background.append(sync)
 
     def gateway_for(self, deployment: Deployment) -> Gateway:
         """A gateway over one ad-hoc deployment (library calls that name `provider/model`), sharing
@@ -162,6 +186,8 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
     store = open_view_store(container.location)
     container.views = SpendQueries(store)
     container.on_close(store.close)
+    container.read_access_view(AccessViewReader(store))
+    container.access.spend_totals = container.views
     beat_s = abandonment.beat_interval_s(config.abandon_after_s)
     container.background.append(InstanceHeartbeat(store, container.instance, beat_s))
     checks = background_health_checks(config, container.gateway.router, container.providers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from moneta.domain.redaction import key_hash
@@ -11,6 +12,7 @@ from moneta.projections.usage_report import COUNTERS
 from moneta.projections.view_store import ViewStore, as_datetime, as_decimal
 
 MAX_PAGE_SIZE = 1000
+_TOTAL_COLUMNS = ("api_key", "team_id", "user_id", "end_user")
 REPORT_GROUPS = {"model": ("models", "model"), "api_key": ("api_keys", "api_key"), "customer": ("customers", "end_user")}
 _LOG_COLUMNS = (
     "request_id, call_type, api_key, end_user, model, model_group, model_id, custom_llm_provider,"
@@ -68,6 +70,15 @@ class SpendQueries:
                 [*params, page_size, (page - 1) * page_size],
             ).all()
         return SpendLogPage([_log_row(row) for row in rows], int(total), page, page_size)
+
+    def total_spend(self, column: str, value: str) -> Decimal:
+        """All the spend of one key (`api_key`, its hash), team, user or end user, in USD."""
+        if column not in _TOTAL_COLUMNS:
+            raise ValueError(f"no spend total by {column!r}")
+        with self.store.reading() as cur:
+            row = cur.execute(f"SELECT {cur.money_sum('spend')} AS spend FROM spend_logs WHERE {column} = ?",
+                              (value,)).one()
+        return as_decimal((row or {}).get("spend") or 0)
 
     def spend_report(
         self, *, start_date: str | None = None, end_date: str | None = None, group_by: str = "model"

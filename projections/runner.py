@@ -26,14 +26,16 @@ from typing import Any
 from eventsourcing.application import Application
 from eventsourcing.utils import resolve_topic
 
-from moneta.projections import deployment_health, in_flight, instances, quarantine, spend_log, tracking, usage_report
+from moneta.projections import (
+    access, deployment_health, in_flight, instances, quarantine, spend_log, tracking, usage_report,
+)
 from moneta.projections.page import Page
 from moneta.projections.view_store import ViewCursor, ViewStore
 
 log = logging.getLogger("moneta.projections")
 
 DEFAULT_NAME = "spend"
-DEFAULT_VIEWS: tuple[ModuleType, ...] = (spend_log, usage_report, deployment_health, in_flight)  # usage_report after spend_log
+DEFAULT_VIEWS: tuple[ModuleType, ...] = (spend_log, usage_report, deployment_health, in_flight, access)  # usage_report after spend_log
 _SCHEMA_LOCK_ID = 0x6D6F6E657461 + 1  # next to the ledger's migrate lock
 _MIN_BACKOFF_S, _MAX_BACKOFF_S = 0.1, 10.0
 HEARTBEAT_INTERVAL_S = 1.0  # at most; an idle runner beats once a poll (a second by default, NOTIFY or not)
@@ -82,6 +84,9 @@ class ProjectionRunner:
             for statement in schema:
                 cur.execute(self.store.ddl(statement))
             tracking.upgrade(cur)
+            for view in self.views:
+                if hasattr(view, "upgrade"):
+                    view.upgrade(cur)
             tracking.ensure(cur, self.name)
 
     def rebuild(self) -> int:

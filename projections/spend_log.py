@@ -42,7 +42,9 @@ DDL = (
         error_type TEXT,
         status_code INTEGER,
         price_source TEXT,
-        metadata {json} NOT NULL
+        metadata {json} NOT NULL,
+        team_id TEXT,
+        user_id TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS spend_logs_start_time ON spend_logs (start_time)",
     "CREATE INDEX IF NOT EXISTS spend_logs_api_key ON spend_logs (api_key, start_time)",
@@ -61,7 +63,18 @@ COLUMNS = (
     "request_id", "call_type", "api_key", "end_user", "model", "model_group", "model_id", "custom_llm_provider",
     "provider_model", "start_time", "end_time", "completion_start_time", "prompt_tokens", "completion_tokens",
     "total_tokens", "spend", "status", "attempts", "error_type", "status_code", "price_source", "metadata",
+    "team_id", "user_id",
 )
+_ADDED_COLUMNS = ("team_id", "user_id")  # absent from spend logs made before virtual keys
+
+
+def upgrade(cur: ViewCursor) -> None:
+    """Brings a spend log made by an older version up to DDL."""
+    present = cur.columns("spend_logs")
+    for column in _ADDED_COLUMNS:
+        if column not in present:
+            cur.execute(f"ALTER TABLE spend_logs ADD COLUMN {column} TEXT")
+    cur.execute("CREATE INDEX IF NOT EXISTS spend_logs_team ON spend_logs (team_id, start_time)")
 _UPSERT = upsert_sql("spend_logs", COLUMNS, key=("request_id",))
 _OUTCOMES = (RequestRecord.Denied, RequestRecord.Completed, RequestRecord.Failed, RequestRecord.Abandoned)
 
@@ -135,6 +148,8 @@ def _opened(event: Any, request_id: str, *, status: str, metadata: dict[str, Any
         model=event.model_group,
         model_group=event.model_group,
         start_time=event.timestamp,
+        team_id=(event.principal or {}).get("team_id") or None,
+        user_id=(event.principal or {}).get("user_id") or None,
         prompt_tokens=0,
         completion_tokens=0,
         total_tokens=0,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from fastapi import FastAPI
@@ -10,6 +11,8 @@ from fastapi.testclient import TestClient
 
 from moneta.api.errors import install_error_handlers
 from moneta.api.routes.spend import router
+from moneta.application.access_directory import Directory
+from moneta.application.authentication import Authenticator
 from moneta.domain.redaction import key_hash
 from tests.ledger_world import TINY, World
 
@@ -29,6 +32,7 @@ def client(world: World) -> TestClient:
     install_error_handlers(app, ())
     app.include_router(router)
     app.state.views = world.queries
+    app.state.container = SimpleNamespace(authenticator=Authenticator(Directory(), master_key=None))
     return TestClient(app)
 
 

@@ -67,7 +67,7 @@ async def messages(request: Request) -> Response:
 
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request) -> Response:
-    authenticate(request)
+    await authenticate(request)
     body = parse_json(await read_body(request))
     model = validate_request(body, require_max_tokens=False)
     container = request.app.state.container

@@ -8,7 +8,7 @@ import orjson
 from fastapi import Request, Response
 from starlette.datastructures import FormData
 
-from moneta.api.admission import admit, gateway, new_request_id
+from moneta.api.admission import admit, authorize, gateway, new_request_id
 from moneta.api.auth import authenticate
 from moneta.api.body import check_declared_size
 from moneta.api.errors import public
@@ -16,6 +16,7 @@ from moneta.api.plain_routes import PlainRoutes
 from moneta.api.responses import json_response
 from moneta.api.sse import OpenAIFraming, stream_response
 from moneta.application import validation
+from moneta.application.authorization import visible
 from moneta.application.gateway import Caller, Gateway
 from moneta.application.json_limits import refuse_nul
 from moneta.application.ports import AudioFile
@@ -90,7 +91,7 @@ async def embeddings(request: Request) -> Response:
 
 @router.post("/v1/audio/transcriptions", "/audio/transcriptions")
 async def transcriptions(request: Request) -> Response:
-    caller = authenticate(request)
+    caller = await authenticate(request)
     request_id = new_request_id(request)
     check_declared_size(request)
     form = await request.form(max_part_size=request.app.state.container.config.max_request_body_bytes)
@@ -98,6 +99,7 @@ async def transcriptions(request: Request) -> Response:
     try:
         fields = _transcription_fields(form)
         model = fields.pop("model")
+        model = authorize(request, caller, {"model": model})["model"]
         audio = await _audio_file(form)
     except GatewayError as error:
         await gateway(request).deny(caller, "transcription", model, error, request_id)
@@ -126,8 +128,8 @@ async def _audio_file(form: FormData) -> AudioFile:
 
 @router.get("/v1/models", "/models")
 async def models(request: Request) -> Response:
-    authenticate(request)
+    await authenticate(request)
     created = int(request.app.state.started_at)
-    data = [{"id": name, "object": "model", "created": created, "owned_by": "moneta"}
-            for name in request.app.state.container.config.model_names()]
+    names = visible(request.state.principal, request.app.state.container.config.model_names())
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "moneta"} for name in names]
     return json_response({"object": "list", "data": data})

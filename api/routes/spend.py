@@ -1,13 +1,12 @@
 """LiteLLM's spend routes, read from the projections (`request.app.state.views`, a SpendQueries).
 
 Money in JSON: each Decimal is rendered as a JSON number, as LiteLLM does, and also as an exact
-decimal string under the same name with `_exact` appended (`spend` and `spend_exact`). Auth is
-the including app's business.
+decimal string under the same name with `_exact` appended (`spend` and `spend_exact`). A proxy admin
+or viewer reads everything; any other key only its own spend logs, and no report.
 """
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any, Callable, Literal
 
 from fastapi import APIRouter, Request
@@ -16,9 +15,12 @@ from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 from typing_extensions import NotRequired
 
+from moneta.api.auth import request_principal, require_admin
+from moneta.api.responses import jsonable
+from moneta.application.management.keys import token_of
 from moneta.application.json_limits import refuse_nul
 from moneta.application.schema import OpenText, Shape
-from moneta.domain.errors import BadRequestError
+from moneta.domain.errors import BadRequestError, PermissionDeniedError
 from moneta.projections.queries import MAX_PAGE_SIZE, SpendLogPage, SpendQueries
 
 router = APIRouter(tags=["spend"])
@@ -67,14 +69,14 @@ _REPORT = Shape(SpendReportQuery)
 
 @router.get("/spend/logs")
 async def spend_logs(request: Request) -> list[dict[str, Any]]:
-    return _jsonable((await _query_logs(request)).rows)
+    return jsonable((await _query_logs(request)).rows)
 
 
 @router.get("/spend/logs/v2")
 async def spend_logs_v2(request: Request) -> dict[str, Any]:
     result = await _query_logs(request)
     return {
-        "data": _jsonable(result.rows),
+        "data": jsonable(result.rows),
         "total": result.total,
         "page": result.page,
         "page_size": result.page_size,
@@ -84,19 +86,32 @@ async def spend_logs_v2(request: Request) -> dict[str, Any]:
 
 @router.get("/global/spend/report")
 async def global_spend_report(request: Request) -> list[dict[str, Any]]:
+    await require_admin(request)
     query = _query(request, _REPORT)
     views: SpendQueries = request.app.state.views
     report = await _ask(views.spend_report, start_date=query.get("start_date"), end_date=query.get("end_date"),
                         group_by=query.get("group_by", "model"))
-    return _jsonable(report)
+    return jsonable(report)
 
 
 async def _query_logs(request: Request) -> SpendLogPage:
     query = _query(request, _LOGS)
     views: SpendQueries = request.app.state.views
     filters = {name: query.get(name) for name in ("start_date", "end_date", "api_key", "request_id", "model")}
+    own_key = await _own_key_only(request)
+    if own_key is not None:
+        if filters["api_key"] and token_of(filters["api_key"]) != own_key:
+            raise PermissionDeniedError("A key may read only its own spend logs.", code="not_allowed")
+        filters["api_key"] = own_key
     return await _ask(views.spend_logs, **filters, user=query.get("user_id"), page=query.get("page", 1),
                       page_size=query.get("page_size", 50))
+
+
+async def _own_key_only(request: Request) -> str | None:
+    """The hash of the caller's key when it may read only its own spend (it is no proxy admin or
+    viewer); None when it reads everything (or the gateway is open)."""
+    principal = await request_principal(request)
+    return None if principal is None or principal.reads_everything else principal.key_hash
 
 
 def _query(request: Request, shape: Shape) -> dict[str, Any]:
@@ -111,20 +126,3 @@ async def _ask(question: Callable[..., Any], **arguments: Any) -> Any:
         return await run_in_threadpool(question, **arguments)
     except ValueError as exc:
         raise BadRequestError(str(exc), code="invalid_value") from None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out[key] = _jsonable(item)
-            if isinstance(item, Decimal):
-                out[f"{key}_exact"] = str(item)
-        return out
-    if isinstance(value, Decimal):
-        return float(value)  # the JSON boundary: LiteLLM clients expect a number
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value

@@ -16,7 +16,7 @@ router = APIRouter()
 async def token_counter(request: Request) -> Response:
     """`{"model", "messages"}` or `{"model", "prompt"}` -> LiteLLM's TokenCountResponse, plus
     the `encoding` used and whether the count is `exact` (else an estimate, see application.tokens)."""
-    authenticate(request)
+    await authenticate(request)
     body = parse_json(await read_body(request))
     model = validation.validate_token_count(body)
     container = request.app.state.container
