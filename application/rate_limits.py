@@ -12,7 +12,7 @@ class LimitStore(Protocol):
     async def acquire(self, request_id: str, limits: Sequence[Limit], now: float) -> LimitDecision:
         """All or nothing: when every scope is within its rpm, tpm and max_parallel, counts one
         request and takes one parallel slot in each, else counts nothing. Scopes whose Limit has
-        no limits set are skipped."""
+        no limits set are skipped; each scope appears at most once."""
         ...
 
     async def settle(self, request_id: str, limits: Sequence[Limit], tokens: int, now: float) -> None:

@@ -10,8 +10,9 @@ the previous bucket's unevenness, it needs two counters per scope (not one entry
 and unlike a fixed window it never lets 2 x rpm through around a bucket edge. The arithmetic is
 in integer milliseconds, the previous bucket's share rounded up (`weighted`): then
 `weighted + 1 <= rpm` is exactly `estimate + 1 <= rpm`, and a share never rounds down to 0 (which
-would let rpm=1 pass twice a second apart across a bucket edge). So the Redis script restates it exactly,
-with no float drift between stores; the database store runs this module under row locks.
+would let rpm=1 pass twice within a second across a bucket edge). Integers let the Redis script
+restate it exactly, with no float drift between stores; the database store runs this module under
+row locks.
 
 - rpm: a request is admitted when `weighted requests + 1 <= rpm`.
 - tpm: a call's tokens are known only once it ends, so a request is admitted while the window's
