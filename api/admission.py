@@ -1,5 +1,5 @@
 """The front of every call route, as a pipeline of checks: authenticate, read and validate,
-authorize the model, check the end user, take the rate limits. A refusal of an authenticated
+authorize the model, check the end user, take the rate limits (then the gateway routes). A refusal of an authenticated
 caller is recorded in the ledger, with what the checks saw, before it is answered."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from moneta.api.auth import END_USER_HEADER, authenticate
 from moneta.api.body import parse_json, read_body
 from moneta.application.authorization import model_for
 from moneta.application.gateway import Caller, Gateway
+from moneta.application.rate_limit_check import LimitRefused, RateLimits, headers
 from moneta.domain.errors import GatewayError
 
 
@@ -44,12 +45,37 @@ async def admit(request: Request, call_type: str, check: Callable[[Any], dict[st
         body = parse_json(await read_body(request))
         call = check(body)
         caller = _with_end_user(request, caller, call)
-        call = authorize(request, caller, call)
+        caller, call = await checked(request, caller, call, request_id)
     except GatewayError as error:
         model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else ""
-        await gateway(request).deny(caller, call_type, model, error, request_id)
+        await gateway(request).deny(with_refusal(caller, error), call_type, model, error, request_id)
         raise
     return Admitted(caller, body, call, request_id)
+
+
+async def checked(request: Request, caller: Caller, call: dict[str, Any],
+                  request_id: uuid.UUID) -> tuple[Caller, dict[str, Any]]:
+    """The checks after validation: the model and end user allowed, then the rate limits taken
+    (given back when the call ends). Their headers go out with the response, refused or not."""
+    call = authorize(request, caller, call)
+    rate_limits: RateLimits = request.app.state.container.rate_limits
+    limits = rate_limits.limits(getattr(request.state, "principal", None), call["model"], caller.end_user)
+    try:
+        decision = await rate_limits.take(str(request_id), limits)
+    except LimitRefused as refused:
+        request.state.response_headers = headers(refused.decision)
+        raise
+    if decision is None:
+        return caller, call
+    request.state.response_headers = headers(decision)
+    return replace(caller, checks={**caller.checks, "limits": decision.as_event()},
+                   on_end=rate_limits.settler(str(request_id), limits)), call
+
+
+def with_refusal(caller: Caller, error: GatewayError) -> Caller:
+    if isinstance(error, LimitRefused):
+        return replace(caller, checks={**caller.checks, "limits": error.decision.as_event()})
+    return caller
 
 
 def _with_end_user(request: Request, caller: Caller, call: dict[str, Any]) -> Caller:

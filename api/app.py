@@ -21,7 +21,9 @@ VERSION = "0.1.0"
 
 
 class RequestIdMiddleware:
-    """Every response carries `x-request-id`: the ledger stream id where the route set one."""
+    """Every response carries `x-request-id` (the ledger stream id where the route set one) and
+    the headers a route left in `request.state.response_headers` (the rate limits' headers, which
+    go out with errors too)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -34,10 +36,11 @@ class RequestIdMiddleware:
         async def send_with_id(message: dict) -> None:
             if message["type"] == "http.response.start":
                 headers = message.setdefault("headers", [])
+                state = scope.get("state") or {}
                 if not any(name == b"x-request-id" for name, _ in headers):
-                    state = scope.get("state") or {}
                     request_id = state.get("request_id") or str(uuid.uuid4())
                     headers.append((b"x-request-id", request_id.encode()))
+                headers.extend(state.get("response_headers", ()))
             await send(message)
 
         await self.app(scope, receive, send_with_id)

@@ -14,7 +14,7 @@ from eventsourcing.persistence import OperationalError as PersistenceOperational
 
 from moneta.api.lifeline import PARENT_PID, die_with_parent
 from moneta.application.config import GatewayConfig
-from moneta.bootstrap import (CONFIG_ANNOUNCED, build_read_side, environment, load_gateway_config, price_book,
+from moneta.bootstrap import (CONFIG_ANNOUNCED, WORKERS, build_read_side, environment, load_gateway_config, price_book,
                               read_gateway_config)
 from moneta.infrastructure.config_loader import ConfigError
 from moneta.infrastructure.event_store import StoreLocation
@@ -76,6 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if config_path:
         os.environ["MONETA_CONFIG"] = config_path  # read again by each worker
     os.environ[PARENT_PID] = str(os.getpid())  # children die with this process
+    os.environ[WORKERS] = str(args.workers)
     if not config.master_key:
         logging.getLogger("moneta").warning("no master_key configured: the gateway accepts every caller")
     from moneta.api.supervisor import read_side_command, serve

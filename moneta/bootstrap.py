@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
-from typing import Callable, Mapping, Protocol
+from typing import Awaitable, Callable, Mapping, Protocol
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
@@ -27,6 +27,8 @@ from moneta.application.management.context import Context
 from moneta.application.config import Deployment, GatewayConfig
 from moneta.application.gateway import Gateway
 from moneta.application.price_check import priced_only
+from moneta.application.rate_limit_check import RateLimits
+from moneta.application.rate_limits import LimitStore
 from moneta.application.ports import CooldownStore, Ledger, LedgerReader, PriceBook, ProviderRegistry, UsageMeter
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
@@ -74,12 +76,14 @@ class Container:
     tokenizer: EncodingTokenizer
     cooldowns: CooldownStore
     usage: UsageMeter
+    limits: LimitStore = field(default_factory=lambda: _in_process_limits())
     instance: str = field(default_factory=lambda: instance_name())  # this process, in the ledger's Admitted events
     directory: Directory = field(default_factory=Directory)  # keys, teams, users, ... in memory
     gateway: Gateway = field(init=False)
     authenticator: Authenticator = field(init=False)
     access: Context = field(init=False)  # what the management commands work on
     end_users: EndUsers = field(init=False)
+    rate_limits: RateLimits = field(init=False)
     views: SpendQueries | None = None  # the read side's queries, in a proxy worker
     background: list[Background] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)  # readiness checks beyond the ledger
@@ -91,6 +95,8 @@ class Container:
         store = EventStoreAccess(self.event_store)
         self.access = Context(store, self.directory, lambda: datetime.now(UTC))
         self.end_users = EndUsers(self.directory, store, self.config.litellm_settings.get("max_end_user_budget_id"))
+        self.rate_limits = RateLimits(self.limits, self.directory)
+        self.background.append(_Closing(self.limits.close))
 
     def read_access_view(self, view: AccessViewReader) -> None:
         """Keys, teams, users, ... from the access view: loaded now, kept fresh in the background,
@@ -122,6 +128,25 @@ class Container:
         self.event_store.close()
 
 
+class _Closing:
+    """Closes something asynchronous when the app stops."""
+
+    def __init__(self, close: Callable[[], Awaitable[None]]) -> None:
+        self._close = close
+
+    def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        await self._close()
+
+
+def _in_process_limits() -> LimitStore:
+    from moneta.infrastructure.limits_in_process import InProcessLimitStore
+
+    return InProcessLimitStore()
+
+
 def instance_name() -> str:
     """host:pid:random, unique to this process's life (a pid is reused; the random part is not)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -129,6 +154,7 @@ def instance_name() -> str:
 
 # Set by `moneta serve` for its children, which load the config again: the parent has warned.
 CONFIG_ANNOUNCED = "MONETA_CONFIG_ANNOUNCED"
+WORKERS = "MONETA_WORKERS"  # set by `moneta serve`: how many workers share this host's limits
 
 
 def environment() -> dict[str, str]:
@@ -156,9 +182,10 @@ def read_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> 
     return priced_only(config, price_book())
 
 
-def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, migrate: bool = False) -> Container:
+def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, migrate: bool = False,
+          limits: LimitStore | None = None) -> Container:
     """The gateway over the configured ledger, with cooldowns and usage shared through Redis when
-    one is configured, else kept in this process."""
+    one is configured, else kept in this process; rate limits in `limits` (default: in this process)."""
     from moneta.infrastructure.group_commit import GroupCommitLedger
     from moneta.infrastructure.providers.registry import default_providers
 
@@ -172,7 +199,7 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
                      ledger=GroupCommitLedger(event_store, timeout_s=config.ledger_timeout_s),
                      reader=EventStoreReader(event_store),
                      providers=default_providers(environ, tokenizer()), prices=price_book(), tokenizer=tokenizer(),
-                     cooldowns=cooldowns, usage=usage)
+                     cooldowns=cooldowns, usage=usage, limits=limits or _in_process_limits())
 
 
 def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
@@ -181,8 +208,11 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
     from moneta.infrastructure import tokenizer as tiktoken_files
     from moneta.infrastructure.health_checks import background_health_checks
 
+    from moneta.infrastructure.limit_stores import limit_store_for
+
     tiktoken_files.preload()
-    container = build(config, environ)
+    limits = limit_store_for(config.redis_url, config.database_url, int(environ.get(WORKERS, "1")))
+    container = build(config, environ, limits=limits)
     store = open_view_store(container.location)
     container.views = SpendQueries(store)
     container.on_close(store.close)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from moneta.domain.access import Team, entity_id
 from moneta.domain.deployment_health import DeploymentHealth
 from moneta.domain.redaction import key_hash
 from moneta.domain.request_record import RequestRecord
@@ -85,6 +86,10 @@ def cooldown(health: DeploymentHealth) -> None:
                      error_type="ServiceUnavailableError", reason="3 failures in a minute")
 
 
+def team(team_id: str) -> Team:
+    return Team.create(entity_id("team", team_id), {"team_id": team_id}, "test")
+
+
 def test_a_page_of_1_or_200_requests_costs_each_view_the_same_statements(world: World) -> None:
     views = {view.__name__.rsplit(".", 1)[1]: Counted(view) for view in DEFAULT_VIEWS}
     runner = world.new_runner(world.store, name="counted", views=list(views.values()), page_size=1000)
@@ -93,7 +98,7 @@ def test_a_page_of_1_or_200_requests_costs_each_view_the_same_statements(world: 
     world.app.save(*in_flight)
     runner.catch_up()  # a page of admissions only, not compared
 
-    world.app.save(request(world, "completed", "dep-a"))  # Admitted, AttemptFailed, Completed
+    world.app.save(request(world, "completed", "dep-a"), team("t-0"))  # Admitted, AttemptFailed, Completed
     runner.catch_up()
 
     health = [DeploymentHealth.register(f"dep-{n}", "gpt-4o-mini") for n in range(4)]
@@ -102,7 +107,8 @@ def test_a_page_of_1_or_200_requests_costs_each_view_the_same_statements(world: 
     world.app.save(*health)
     for n, record in enumerate(in_flight):
         end(record, ENDINGS[n % 3], "dep-a", n)
-    world.app.save(*in_flight, *(request(world, KINDS[n % 4], f"dep-{n % 4}", n) for n in range(180)))
+    world.app.save(*in_flight, *(request(world, KINDS[n % 4], f"dep-{n % 4}", n) for n in range(180)),
+                   *(team(f"t-{n}") for n in range(1, 40)))
     for h in health[:2]:
         h.recover()
     world.app.save(*health)
@@ -111,7 +117,7 @@ def test_a_page_of_1_or_200_requests_costs_each_view_the_same_statements(world: 
     compared = {name: view.statements[1:] for name, view in views.items()}
     # in_flight inserts what opened and deletes what closed in the page: at most 2, whatever its size
     assert max(compared.pop("in_flight")) <= 2
-    assert compared == {"spend_log": [2, 2], "usage_report": [1, 1], "deployment_health": [3, 3]}
+    assert compared == {"spend_log": [2, 2], "usage_report": [1, 1], "deployment_health": [3, 3], "access": [3, 3]}
     assert world.queries.spend_logs(page_size=1000).total == 201
 
 

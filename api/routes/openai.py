@@ -8,7 +8,7 @@ import orjson
 from fastapi import Request, Response
 from starlette.datastructures import FormData
 
-from moneta.api.admission import admit, authorize, gateway, new_request_id
+from moneta.api.admission import admit, checked, gateway, new_request_id, with_refusal
 from moneta.api.auth import authenticate
 from moneta.api.body import check_declared_size
 from moneta.api.errors import public
@@ -99,10 +99,11 @@ async def transcriptions(request: Request) -> Response:
     try:
         fields = _transcription_fields(form)
         model = fields.pop("model")
-        model = authorize(request, caller, {"model": model})["model"]
+        caller, call = await checked(request, caller, {"model": model}, request_id)
+        model = call["model"]
         audio = await _audio_file(form)
     except GatewayError as error:
-        await gateway(request).deny(caller, "transcription", model, error, request_id)
+        await gateway(request).deny(with_refusal(caller, error), "transcription", model, error, request_id)
         raise
     result = await gateway(request).transcription(caller, model, audio, fields, request_id)
     if fields.get("response_format") in ("text", "srt", "vtt"):
