@@ -22,7 +22,15 @@ from moneta.application import abandonment
 from moneta.application.config import Deployment, GatewayConfig
 from moneta.application.gateway import Gateway
 from moneta.application.price_check import priced_only
-from moneta.application.ports import CooldownStore, Ledger, LedgerReader, PriceBook, ProviderRegistry, UsageMeter
+from moneta.application.ports import (
+    CooldownStore,
+    Ledger,
+    LedgerReader,
+    PriceBook,
+    ProviderRegistry,
+    RealtimeConnector,
+    UsageMeter,
+)
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
 from moneta.domain.request_record import RequestRecord
@@ -67,6 +75,7 @@ class Container:
     tokenizer: EncodingTokenizer
     cooldowns: CooldownStore
     usage: UsageMeter
+    realtime: RealtimeConnector
     instance: str = field(default_factory=lambda: instance_name())  # this process, in the ledger's Admitted events
     gateway: Gateway = field(init=False)
     views: SpendQueries | None = None  # the read side's queries, in a proxy worker
@@ -136,6 +145,7 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
     """The gateway over the configured ledger, with cooldowns and usage shared through Redis when
     one is configured, else kept in this process."""
     from moneta.infrastructure.group_commit import GroupCommitLedger
+    from moneta.infrastructure.providers.realtime import RealtimeWebSockets
     from moneta.infrastructure.providers.registry import default_providers
 
     environ = dict(environ if environ is not None else environment())
@@ -144,11 +154,12 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
         migrate_store(location)
     event_store = location.open()
     cooldowns, usage = _shared_counters(config)
+    providers = default_providers(environ, tokenizer())
     return Container(config=config, location=location, event_store=event_store,
                      ledger=GroupCommitLedger(event_store, timeout_s=config.ledger_timeout_s),
                      reader=EventStoreReader(event_store),
-                     providers=default_providers(environ, tokenizer()), prices=price_book(), tokenizer=tokenizer(),
-                     cooldowns=cooldowns, usage=usage)
+                     providers=providers, prices=price_book(), tokenizer=tokenizer(),
+                     cooldowns=cooldowns, usage=usage, realtime=RealtimeWebSockets(providers))
 
 
 def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
