@@ -2,7 +2,8 @@
 
 It refuses a handshake without the expected credentials (401), records each handshake, sends
 `session.created`, answers each `response.create` with a few events and a `response.done` that
-carries `usage`, and echoes binary frames back as binary.
+carries `usage`, echoes binary frames back as binary, and ends the session itself when asked
+with a (made-up) `fake.hang_up` event.
 """
 from __future__ import annotations
 
@@ -84,9 +85,13 @@ class FakeRealtime:
             async for message in socket:
                 if message.type == WSMsgType.BINARY:
                     await socket.send_bytes(message.data)
-                elif message.type == WSMsgType.TEXT and orjson.loads(message.data).get("type") == "response.create":
+                    continue
+                kind = orjson.loads(message.data).get("type")
+                if kind == "response.create":
                     responses += 1
                     await self._respond(socket, f"resp_{responses}")
+                elif kind == "fake.hang_up":
+                    await socket.close()
         finally:
             self.closed += 1
         return socket

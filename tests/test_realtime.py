@@ -13,6 +13,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
+from moneta.domain.pricing import TokenPrice
+from moneta.domain.usage import Usage
 from moneta.infrastructure.event_store import StoreLocation
 from tests.fake_realtime import FakeRealtime
 from tests.live_server import LiveServer
@@ -204,3 +206,34 @@ async def test_a_client_that_vanishes_ends_the_session_with_what_it_used(server,
     while upstream.closed == closed and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert upstream.closed > closed  # the upstream session was closed too
+
+
+async def test_an_upstream_that_ends_the_session_has_it_completed_before_the_client_is_closed(server, upstream):
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    async with connect(_ws_url(server, "voice"), additional_headers=headers) as socket:
+        request_id = socket.response.headers["x-request-id"]
+        assert orjson.loads(await socket.recv())["type"] == "session.created"
+        await socket.send(orjson.dumps({"type": "response.create"}).decode())
+        await socket.send(orjson.dumps({"type": "fake.hang_up"}).decode())
+        received = [orjson.loads(frame)["type"] async for frame in socket]
+    assert received[-1] == "response.done"
+    assert socket.close_code == 1000
+    events = _events(server, request_id)  # durable before the client's socket was closed: no waiting
+    assert [type(e).__name__ for e in events] == ["Admitted", "UsageAdded", "Completed"]
+    assert events[-1].cost == RESPONSE_COST
+
+
+def test_realtime_usage_is_read_and_summed():
+    usage = Usage.from_realtime({"input_tokens": 120, "output_tokens": 60,
+                                 "input_token_details": {"audio_tokens": 100, "cached_tokens": 10},
+                                 "output_token_details": {"audio_tokens": 50}})
+    assert (usage + usage).as_event_fields() == {name: 2 * count for name, count in RESPONSE_USAGE.items()}
+
+
+def test_audio_tokens_are_priced_at_the_text_rate_unless_the_config_prices_them():
+    usage = Usage(prompt_tokens=10, completion_tokens=10, audio_prompt_tokens=4, audio_completion_tokens=6)
+    text_only = TokenPrice(Decimal("1"), Decimal("2"))
+    assert text_only.cost_of(usage) == 10 * 1 + 10 * 2
+    with_audio = TokenPrice(Decimal("1"), Decimal("2"), input_audio_per_token=Decimal("5"),
+                            output_audio_per_token=Decimal("7"))
+    assert with_audio.cost_of(usage) == 6 * 1 + 4 * 5 + 4 * 2 + 6 * 7

@@ -46,9 +46,11 @@ async def realtime(websocket: WebSocket) -> None:
         await _refuse(websocket, error, request_id)
         return
     offered = websocket.scope.get("subprotocols") or []
-    await websocket.accept(subprotocol=ACCEPTED_SUBPROTOCOL if ACCEPTED_SUBPROTOCOL in offered else None,
-                           headers=[(b"x-request-id", str(request_id).encode())])
-    await session.relay(_ClientSocket(websocket))
+    try:
+        await websocket.accept(subprotocol=ACCEPTED_SUBPROTOCOL if ACCEPTED_SUBPROTOCOL in offered else None,
+                               headers=[(b"x-request-id", str(request_id).encode())])
+    finally:  # a client gone while the upstream was connected still ends the session, in the ledger too
+        await session.relay(_ClientSocket(websocket))
 
 
 def authenticate(websocket: WebSocket) -> Caller:
