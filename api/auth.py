@@ -26,13 +26,6 @@ def authenticator(app: Any) -> Authenticator:
     return app.state.container.authenticator
 
 
-async def authenticate_key(app: Any, key: str | None) -> Caller:
-    """The caller who presents `key` to the app (HTTP or WebSocket); AuthenticationError (401)
-    or PermissionDeniedError (403) saying why the key cannot be used. With no master key
-    configured the gateway is open and callers are anonymous."""
-    return caller_of(await authenticator(app).principal(key))
-
-
 def caller_of(principal: Principal | None) -> Caller:
     if principal is None:
         return Caller()

@@ -28,6 +28,7 @@ from uvicorn.supervisors import Multiprocess
 
 from moneta.api.http_protocol import LimitedHttpToolsProtocol
 from moneta.api.lifeline import die_with_parent
+from moneta.api.websocket_protocol import DenialAwareWebSocketProtocol
 from moneta.application.config import ConnectionLimits
 
 log = logging.getLogger("moneta.serve")
@@ -38,11 +39,13 @@ def serve(*, host: str, port: int, workers: int, log_level: str, access_log: boo
     """Runs until SIGTERM or SIGINT, then drains; returns once every child has ended. The caller
     has put this process's pid in the environment, under `lifeline.PARENT_PID`."""
     app = "moneta.api.supervisor:worker_app" if workers > 1 else "moneta.api.server:app_from_environment"
-    # The protocol, with its limits bound, reaches N workers pickled inside the config. There are no
-    # WebSocket routes: `ws="none"` keeps upgrades out (the protocol's timers would outlive a hand-over).
+    # The protocol, with its limits bound, reaches N workers pickled inside the config. WebSockets
+    # (the Realtime API) go to uvicorn's sans-I/O protocol over the `websockets` library; the HTTP
+    # protocol's deadline ends with the upgrade request, so its timer cannot cut a WebSocket.
     protocol = functools.partial(LimitedHttpToolsProtocol, limits=limits)
     config = uvicorn.Config(app, factory=True, host=host, port=port, workers=workers, loop="uvloop",
-                            http=protocol, ws="none", timeout_keep_alive=limits.keep_alive_timeout_s,
+                            http=protocol, ws=DenialAwareWebSocketProtocol,
+                            timeout_keep_alive=limits.keep_alive_timeout_s,
                             access_log=access_log, log_level=log_level,
                             timeout_graceful_shutdown=grace_period_s)  # type: ignore[arg-type]
     projections = Supervised("read side", read_side)

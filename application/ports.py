@@ -131,3 +131,27 @@ class LedgerReader(AggregateReader, Protocol):
     def head(self) -> int:
         """The last notification id committed; raises when the ledger is unreachable."""
         ...
+
+
+Frame = str | bytes  # a WebSocket message: text or binary
+
+
+class Channel(Protocol):
+    """One side of a relayed WebSocket session: the client's or the upstream's."""
+
+    async def receive(self) -> Frame | None:
+        """The next message; None once the other end has closed or gone."""
+        ...
+
+    async def send(self, frame: Frame) -> None: ...
+
+    async def close(self) -> None:
+        """Closes this side (normal closure); does nothing if it is closed already."""
+        ...
+
+
+class RealtimeConnector(Protocol):
+    async def connect(self, deployment: Deployment, headers: Mapping[str, str]) -> Channel:
+        """Opens the deployment's Realtime API WebSocket, passing on `headers` (the client's, such
+        as OpenAI-Beta) beside the deployment's credentials; raises a GatewayError when it cannot."""
+        ...

@@ -18,15 +18,25 @@ class TokenPrice:
     cache_read_per_token: Decimal | None = None
     per_second: Decimal | None = None
     source: str = "config"
+    # Audio tokens (part of prompt/completion tokens) at their own rate; None: at the text rate.
+    input_audio_per_token: Decimal | None = None
+    output_audio_per_token: Decimal | None = None
 
     def cost_of(self, usage: Usage) -> Decimal:
-        cached = min(usage.cached_tokens, usage.prompt_tokens)
+        audio_in = min(usage.audio_prompt_tokens, usage.prompt_tokens) if self.input_audio_per_token is not None else 0
+        audio_out = (min(usage.audio_completion_tokens, usage.completion_tokens)
+                     if self.output_audio_per_token is not None else 0)
+        cached = min(usage.cached_tokens, usage.prompt_tokens - audio_in)
         cache_rate = self.input_per_token if self.cache_read_per_token is None else self.cache_read_per_token
         cost = (
-            (usage.prompt_tokens - cached) * self.input_per_token
+            (usage.prompt_tokens - audio_in - cached) * self.input_per_token
             + cached * cache_rate
-            + usage.completion_tokens * self.output_per_token
+            + (usage.completion_tokens - audio_out) * self.output_per_token
         )
+        if audio_in:
+            cost += audio_in * self.input_audio_per_token
+        if audio_out:
+            cost += audio_out * self.output_audio_per_token
         if self.per_second is not None and usage.audio_seconds:
             cost += Decimal(str(usage.audio_seconds)) * self.per_second
         return cost

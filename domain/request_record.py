@@ -1,7 +1,7 @@
 """One event stream per request: the ledger entry an auditor replays.
 
 A request is either Denied (nothing reached a provider) or Admitted; an admitted request
-then has zero or more AttemptFailed and ends Completed, Interrupted (the client went away
+then has zero or more AttemptFailed (and, for a session, UsageAdded per response) and ends Completed, Interrupted (the client went away
 mid-stream: what was consumed is still recorded) or Failed (no attempt succeeded).
 Spend is the `cost` of Completed and Interrupted events, in USD, as Decimal.
 """
@@ -108,6 +108,15 @@ class RequestRecord(Aggregate):
 
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.outcome = "abandoned"
+
+    class UsageAdded(Aggregate.Event):
+        """One response of a session that spans many (a Realtime API session): its usage and cost.
+        The session's Completed event carries the totals, so spend counts each response once."""
+
+        response_id: str
+        usage: dict[str, int]
+        cost: Decimal
+        price_source: str
 
     @classmethod
     def admit(
@@ -262,6 +271,11 @@ class RequestRecord(Aggregate):
             error_type=error_type,
             status_code=status_code,
         )
+
+    def add_usage(self, *, response_id: str, usage: Usage, cost: Decimal, price_source: str) -> None:
+        self._require_open()
+        self.trigger_event(self.UsageAdded, response_id=response_id, usage=usage.as_event_fields(), cost=cost,
+                           price_source=price_source)
 
     def fail(self, *, status_code: int, error_type: str, reason: str) -> None:
         self._require_open()

@@ -1,6 +1,7 @@
 """Token usage of one call, as the provider reported it (or as we estimated it)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -30,6 +31,24 @@ class Usage:
         extra = {"cache_write_tokens": self.cache_write_tokens, "audio_prompt_tokens": self.audio_prompt_tokens,
                  "audio_completion_tokens": self.audio_completion_tokens}
         return {**fields, **{name: count for name, count in extra.items() if count}}
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(Usage)})
+
+    @classmethod
+    def from_realtime(cls, usage: dict | None) -> "Usage":
+        """Reads the `usage` of a Realtime API `response.done` event."""
+        if not usage:
+            return cls()
+        inputs = usage.get("input_token_details") or {}
+        outputs = usage.get("output_token_details") or {}
+        return cls(
+            prompt_tokens=int(usage.get("input_tokens") or 0),
+            completion_tokens=int(usage.get("output_tokens") or 0),
+            cached_tokens=int(inputs.get("cached_tokens") or 0),
+            audio_prompt_tokens=int(inputs.get("audio_tokens") or 0),
+            audio_completion_tokens=int(outputs.get("audio_tokens") or 0),
+        )
 
     @classmethod
     def from_openai(cls, usage: dict | None) -> "Usage":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from decimal import Decimal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,7 +31,8 @@ _TOP_LEVEL = {"model_list", "general_settings", "litellm_settings", "router_sett
 _DEPLOYMENT = {"model_name", "litellm_params", "model_info", "tpm", "rpm"}
 _ACTED_ON_PARAMS = {"model", "api_base", "base_url", "api_key", "api_version", "rpm", "tpm", "weight", "order",
                     "timeout", "stream_timeout", "input_cost_per_token", "output_cost_per_token",
-                    "cache_read_input_token_cost", "input_cost_per_second"}
+                    "cache_read_input_token_cost", "input_cost_per_second", "input_cost_per_audio_token",
+                    "output_cost_per_audio_token"}
 # litellm_params keys that reach the provider adapter as they are (provider-specific settings).
 _PASSED_PARAMS = {"mock_response", "mock_latency_ms", "mock_failure_rate", "mock_failure_status",
                   "mock_retry_after", "mock_stream_chunks", "organization", "aws_access_key_id", "aws_secret_access_key",
@@ -41,7 +43,7 @@ _PASSED_PARAMS = {"mock_response", "mock_latency_ms", "mock_failure_rate", "mock
                   "additional_drop_params", "max_tokens", "temperature", "seed", "use_in_pass_through",
                   "merge_reasoning_content_in_choices", "litellm_credential_name", "configurable_clientside_auth_params",
                   "cache_creation_input_token_cost", "output_cost_per_reasoning_token", "input_cost_per_token_batches",
-                  "output_cost_per_token_batches", "input_cost_per_audio_token", "output_cost_per_audio_token"}
+                  "output_cost_per_token_batches"}
 _GENERAL = {"master_key", "database_url", "max_request_size_mb", "max_response_size_mb", "store_model_in_db",
             "alerting", "alerting_threshold", "proxy_batch_write_at", "database_connection_pool_limit",
             "database_connection_timeout", "disable_spend_logs", "disable_master_key_return", "allowed_routes",
@@ -261,17 +263,21 @@ def _price(values: dict, where: str) -> TokenPrice | None:
     if not any(k in values for k in keys):
         return None
     try:
-        cache = values.get("cache_read_input_token_cost")
-        per_second = values.get("input_cost_per_second")
         return TokenPrice(
             input_per_token=to_decimal(values.get("input_cost_per_token", 0), where + "input_cost_per_token"),
             output_per_token=to_decimal(values.get("output_cost_per_token", 0), where + "output_cost_per_token"),
-            cache_read_per_token=None if cache is None else to_decimal(cache, where + "cache_read_input_token_cost"),
-            per_second=None if per_second is None else to_decimal(per_second, where + "input_cost_per_second"),
+            cache_read_per_token=_optional_price(values, "cache_read_input_token_cost", where),
+            per_second=_optional_price(values, "input_cost_per_second", where),
+            input_audio_per_token=_optional_price(values, "input_cost_per_audio_token", where),
+            output_audio_per_token=_optional_price(values, "output_cost_per_audio_token", where),
             source="config price",
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _optional_price(values: dict, key: str, where: str) -> Decimal | None:
+    return None if values.get(key) is None else to_decimal(values[key], where + key)
 
 
 def _database_url(general: dict, reader: _Reader, environ: Mapping[str, str]) -> str | None:

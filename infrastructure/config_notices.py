@@ -36,8 +36,7 @@ NOT_SUPPORTED: dict[str, frozenset[str]] = {
         "aws_role_name", "azure_ad_token_provider", "max_retries", "region_name", "max_tokens", "temperature", "seed",
         "use_in_pass_through", "merge_reasoning_content_in_choices", "litellm_credential_name",
         "configurable_clientside_auth_params", "cache_creation_input_token_cost", "output_cost_per_reasoning_token",
-        "input_cost_per_token_batches", "output_cost_per_token_batches", "input_cost_per_audio_token",
-        "output_cost_per_audio_token"}),
+        "input_cost_per_token_batches", "output_cost_per_token_batches"}),
 }
 
 

@@ -27,9 +27,17 @@ from moneta.application.management.context import Context
 from moneta.application.config import Deployment, GatewayConfig
 from moneta.application.gateway import Gateway
 from moneta.application.price_check import priced_only
+from moneta.application.ports import (
+    CooldownStore,
+    Ledger,
+    LedgerReader,
+    PriceBook,
+    ProviderRegistry,
+    RealtimeConnector,
+    UsageMeter,
+)
 from moneta.application.rate_limit_check import RateLimits
 from moneta.application.rate_limits import LimitStore
-from moneta.application.ports import CooldownStore, Ledger, LedgerReader, PriceBook, ProviderRegistry, UsageMeter
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
 from moneta.domain.request_record import RequestRecord
@@ -76,6 +84,7 @@ class Container:
     tokenizer: EncodingTokenizer
     cooldowns: CooldownStore
     usage: UsageMeter
+    realtime: RealtimeConnector
     limits: LimitStore = field(default_factory=lambda: _in_process_limits())
     instance: str = field(default_factory=lambda: instance_name())  # this process, in the ledger's Admitted events
     directory: Directory = field(default_factory=Directory)  # keys, teams, users, ... in memory
@@ -187,6 +196,7 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
     """The gateway over the configured ledger, with cooldowns and usage shared through Redis when
     one is configured, else kept in this process; rate limits in `limits` (default: in this process)."""
     from moneta.infrastructure.group_commit import GroupCommitLedger
+    from moneta.infrastructure.providers.realtime import RealtimeWebSockets
     from moneta.infrastructure.providers.registry import default_providers
 
     environ = dict(environ if environ is not None else environment())
@@ -195,11 +205,13 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
         migrate_store(location)
     event_store = location.open()
     cooldowns, usage = _shared_counters(config)
+    providers = default_providers(environ, tokenizer())
     return Container(config=config, location=location, event_store=event_store,
                      ledger=GroupCommitLedger(event_store, timeout_s=config.ledger_timeout_s),
                      reader=EventStoreReader(event_store),
-                     providers=default_providers(environ, tokenizer()), prices=price_book(), tokenizer=tokenizer(),
-                     cooldowns=cooldowns, usage=usage, limits=limits or _in_process_limits())
+                     providers=providers, prices=price_book(), tokenizer=tokenizer(),
+                     cooldowns=cooldowns, usage=usage, realtime=RealtimeWebSockets(providers),
+                     limits=limits or _in_process_limits())
 
 
 def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:

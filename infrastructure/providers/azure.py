@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -20,6 +21,7 @@ from moneta.infrastructure.providers.openai_compatible import error_body, extra_
 from moneta.infrastructure.providers.openai_family import FamilyDefaults, OpenAIFamilyProvider
 
 DEFAULT_API_VERSION = "2024-10-21"
+REALTIME_API_VERSION = "2025-04-01-preview"  # the GA REST version above has no Realtime API
 ENTRA_AUTHORITY = "https://login.microsoftonline.com"
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 _REFRESH_MARGIN_S = 300
@@ -83,6 +85,12 @@ class AzureOpenAIProvider(OpenAIFamilyProvider):
         base = super()._url(deployment, "")
         version = deployment.api_version or self.default_api_version
         return f"{base}/openai/deployments/{deployment.provider_model}{path}?api-version={version}"
+
+    async def realtime_target(self, deployment: Deployment) -> tuple[str, dict[str, str]]:
+        query = urlencode({"api-version": deployment.api_version or REALTIME_API_VERSION,
+                           "deployment": deployment.provider_model})
+        url = f"{super()._url(deployment, '')}/openai/realtime?{query}"
+        return url, await self._headers(deployment, json_body=False)
 
     async def _headers(self, deployment: Deployment, json_body: bool = True) -> dict[str, str]:
         headers = {"Content-Type": "application/json"} if json_body else {}

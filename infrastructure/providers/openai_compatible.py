@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any, AsyncIterator
+from urllib.parse import urlencode
 
 import aiohttp
 import orjson
@@ -70,6 +71,11 @@ class OpenAICompatibleProvider:
         if wanted == "json":
             return {"text": result.get("text", ""), "usage": result.get("usage"), "duration": result.get("duration")}
         return result
+
+    async def realtime_target(self, deployment: Deployment) -> tuple[str, dict[str, str]]:
+        """The URL and headers of the deployment's Realtime API WebSocket."""
+        url = f"{self._url(deployment, '/realtime')}?{urlencode({'model': deployment.provider_model})}"
+        return url, await self._headers(deployment, json_body=False)
 
     # -- HTTP ------------------------------------------------------------------------------
 
