@@ -101,7 +101,7 @@ def test_update_regenerate_block_and_delete_take_effect_at_once(server: LiveServ
     assert chat(server, new).id
 
     deleted = api.post("/key/delete", headers=ADMIN, json={"keys": [new]})
-    assert deleted.status_code == 200 and deleted.json() == {"deleted_keys": [new]}
+    assert deleted.status_code == 200 and deleted.json() == {"deleted_keys": [regenerated["token"]]}
     with pytest.raises(openai.AuthenticationError) as gone:
         chat(server, new)
     assert gone.value.code == "key_deleted"

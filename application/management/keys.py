@@ -96,18 +96,18 @@ def delete(ctx: Context, principal: Principal, body: Any) -> dict[str, Any]:
     for key in keys:
         key.record(VirtualKey.KeyDeleted, actor=principal.actor)
     ctx.commit(*keys)
-    return {"deleted_keys": given + aliases}
+    return {"deleted_keys": [key.state["token"] for key in keys]}  # hashes: a response never repeats a key
 
 
 def info(ctx: Context, principal: Principal, key: str | None) -> dict[str, Any]:
-    """A key's settings; without `key`, the caller's own key."""
+    """A key's settings, under its hash; without `key`, the caller's own key."""
     token = token_of(key) if key else principal.key_hash
     if not key and not principal.key_id:
         raise BadRequestError("Give the key to look up as the 'key' query parameter.", param="key")
     state = _find(ctx, token)
     if not _may_read(ctx, principal, state):
         raise PermissionDeniedError("You may not read this key.", code="not_allowed")
-    return {"key": key or token, "info": {**shown(state), "spend": ctx.spend("api_key", token)}}
+    return {"key": token, "info": {**shown(state), "spend": ctx.spend("api_key", token)}}
 
 
 def listed(ctx: Context, principal: Principal, *, page: int, size: int, user_id: str | None, team_id: str | None,
