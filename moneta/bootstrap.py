@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
-from typing import Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
@@ -22,7 +22,8 @@ from moneta.application import abandonment
 from moneta.application.config import Deployment, GatewayConfig
 from moneta.application.gateway import Gateway
 from moneta.application.price_check import priced_only
-from moneta.application.ports import CooldownStore, Ledger, LedgerReader, PriceBook, ProviderRegistry, UsageMeter
+from moneta.application.ports import (CooldownStore, Ledger, LedgerObserver, LedgerReader, PriceBook,
+                                      ProviderRegistry, UsageMeter)
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
 from moneta.domain.request_record import RequestRecord
@@ -34,6 +35,9 @@ from moneta.projections.instances import InstanceHeartbeat
 from moneta.projections.queries import SpendQueries
 from moneta.projections.runner import ProjectionRunner
 from moneta.projections.view_store import ViewStore
+
+if TYPE_CHECKING:  # prometheus_client is imported only once the metrics are built (see call_metrics)
+    from moneta.infrastructure.call_metrics import CallMetrics
 
 
 class Probe(Protocol):
@@ -70,6 +74,7 @@ class Container:
     instance: str = field(default_factory=lambda: instance_name())  # this process, in the ledger's Admitted events
     gateway: Gateway = field(init=False)
     views: SpendQueries | None = None  # the read side's queries, in a proxy worker
+    metrics: CallMetrics | None = None  # what `GET /metrics` shows, in a proxy worker
     background: list[Background] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)  # readiness checks beyond the ledger
     _closing: list[Callable[[], None]] = field(default_factory=list)
@@ -105,6 +110,8 @@ def instance_name() -> str:
 
 # Set by `moneta serve` for its children, which load the config again: the parent has warned.
 CONFIG_ANNOUNCED = "MONETA_CONFIG_ANNOUNCED"
+# Set by `moneta serve --workers N` for its children: where their metrics meet.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def environment() -> dict[str, str]:
@@ -132,7 +139,8 @@ def read_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> 
     return priced_only(config, price_book())
 
 
-def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, migrate: bool = False) -> Container:
+def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, migrate: bool = False,
+          observer: LedgerObserver | None = None) -> Container:
     """The gateway over the configured ledger, with cooldowns and usage shared through Redis when
     one is configured, else kept in this process."""
     from moneta.infrastructure.group_commit import GroupCommitLedger
@@ -145,22 +153,26 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
     event_store = location.open()
     cooldowns, usage = _shared_counters(config)
     return Container(config=config, location=location, event_store=event_store,
-                     ledger=GroupCommitLedger(event_store, timeout_s=config.ledger_timeout_s),
+                     ledger=GroupCommitLedger(event_store, timeout_s=config.ledger_timeout_s, observer=observer),
                      reader=EventStoreReader(event_store),
                      providers=default_providers(environ, tokenizer()), prices=price_book(), tokenizer=tokenizer(),
                      cooldowns=cooldowns, usage=usage)
 
 
 def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
-    """What a proxy worker serves: the gateway, the read side's queries, the background health
-    checks the config asks for, and a Redis probe for readiness."""
+    """What a proxy worker serves: the gateway, the read side's queries, the metrics, the background
+    health checks the config asks for, and a Redis probe for readiness."""
     from moneta.infrastructure import tokenizer as tiktoken_files
     from moneta.infrastructure.health_checks import background_health_checks
+    from moneta.projections.lag_metrics import ProjectionLag
 
     tiktoken_files.preload()
-    container = build(config, environ)
+    metrics = call_metrics(config, environ)
+    container = build(config, environ, observer=metrics)
     store = open_view_store(container.location)
     container.views = SpendQueries(store)
+    container.metrics = metrics
+    metrics.metrics.add(ProjectionLag(container.event_store, store))
     container.on_close(store.close)
     beat_s = abandonment.beat_interval_s(config.abandon_after_s)
     container.background.append(InstanceHeartbeat(store, container.instance, beat_s))
@@ -172,6 +184,15 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
 
         container.probes.append(RedisProbe(config.redis_url))
     return container
+
+
+def call_metrics(config: GatewayConfig, environ: Mapping[str, str]) -> CallMetrics:
+    """Created here, not at import: prometheus_client reads PROMETHEUS_MULTIPROC_DIR (set by
+    `moneta serve --workers N` for its workers) when a metric is created."""
+    from moneta.infrastructure.call_metrics import CallMetrics
+    from moneta.infrastructure.metrics import GatewayMetrics
+
+    return CallMetrics(GatewayMetrics(environ.get(MULTIPROCESS_DIR)), config.model_names())
 
 
 @dataclass
