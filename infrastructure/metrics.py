@@ -43,7 +43,7 @@ class Children:
 class GatewayMetrics:
     def __init__(self, multiprocess_dir: str | None = None) -> None:
         self.multiprocess_dir = multiprocess_dir
-        self.registry = None if multiprocess_dir else CollectorRegistry(auto_describe=True)
+        self.registry = None if multiprocess_dir else CollectorRegistry()
         self.extra: list[Collector] = []  # computed when scraped (the projections' lag)
         self.requests = Children(self._counter(
             "moneta_requests", "HTTP requests answered, by route template, model group, deployment and status",

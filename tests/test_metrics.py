@@ -18,6 +18,7 @@ from moneta.domain.usage import Usage
 from moneta.infrastructure.config_loader import ConfigError, parse_config
 from moneta.infrastructure.event_store import StoreLocation, migrate
 from moneta.infrastructure.group_commit import GroupCommitLedger
+from tests import services
 from tests.live_server import LiveServer
 
 MASTER_KEY = "sk-metrics-test"
@@ -63,11 +64,17 @@ def client(server: LiveServer) -> openai.OpenAI:
     return openai.OpenAI(api_key=MASTER_KEY, base_url=server.base_url + "/v1", max_retries=0)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("metrics")
-    with LiveServer(_config(), workdir, env={"DATABASE_URL": f"sqlite:///{workdir / 'ledger.db'}"}) as live:
-        yield live
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request, tmp_path_factory):
+    """One server per ledger backend for the module: the projections' lag is read from either."""
+    workdir = tmp_path_factory.mktemp(request.param)
+    url = f"sqlite:///{workdir / 'ledger.db'}" if request.param == "sqlite" else services.create_database()
+    try:
+        with LiveServer(_config(), workdir, env={"DATABASE_URL": url}) as live:
+            yield live
+    finally:
+        if request.param == "postgres":
+            services.drop_database(url)
 
 
 def test_counters_move_by_exactly_what_the_calls_did(server):
