@@ -81,4 +81,8 @@ def create_app(container: Container) -> FastAPI:
         app.include_router(spend.router)
     app.add_middleware(BodySizeLimit, max_bytes=container.config.max_request_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    if container.metrics is not None:
+        from moneta.api import metrics
+
+        metrics.install(app, container.metrics, container.config.require_auth_for_metrics)
     return app

@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
 from dataclasses import asdict
 from importlib.metadata import version
+from typing import Iterator
 
 import psycopg
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from moneta.api.lifeline import PARENT_PID, die_with_parent
 from moneta.application.config import GatewayConfig
-from moneta.bootstrap import (CONFIG_ANNOUNCED, WORKERS, build_read_side, environment, load_gateway_config, price_book,
-                              read_gateway_config)
+from moneta.bootstrap import (CONFIG_ANNOUNCED, MULTIPROCESS_DIR, WORKERS, build_read_side, environment,
+                              load_gateway_config, price_book, read_gateway_config)
 from moneta.infrastructure.config_loader import ConfigError
 from moneta.infrastructure.event_store import StoreLocation
 from moneta.infrastructure.event_store import migrate as migrate_store
@@ -82,8 +85,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from moneta.api.supervisor import read_side_command, serve
 
     grace_period = config.graceful_shutdown_timeout_s if args.grace_period is None else args.grace_period
-    serve(host=args.host, port=args.port, workers=args.workers, log_level=args.log_level, access_log=args.access_log,
-          grace_period_s=grace_period, limits=config.connection_limits, read_side=read_side_command(config_path))
+    with _metrics_directory(args.workers):
+        serve(host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
+              access_log=args.access_log, grace_period_s=grace_period, limits=config.connection_limits,
+              read_side=read_side_command(config_path))
+
+
+@contextlib.contextmanager
+def _metrics_directory(workers: int) -> Iterator[None]:
+    """With several workers, a fresh directory where their metrics meet (prometheus_client's
+    multi-process mode: any worker's /metrics sums them all), removed when `moneta serve` ends."""
+    if workers < 2:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="moneta-metrics-") as path:
+        os.environ[MULTIPROCESS_DIR] = path  # before the workers start: they read it as they build
+        yield
 
 
 def cmd_config_check(args: argparse.Namespace) -> None:

@@ -69,6 +69,7 @@ class GatewayConfig:
     graceful_shutdown_timeout_s: float = 30.0  # how long `moneta serve` lets in-flight requests finish on SIGTERM
     abandon_after_s: float = 30.0  # a gateway process silent this long is gone: its open calls end as Abandoned
     ledger_timeout_s: float = 5.0  # how long a call waits for its events to be durable before its 503
+    require_auth_for_metrics: bool = False  # GET /metrics asks for the master key
     connection_limits: ConnectionLimits = ConnectionLimits()
     # The settings as written: they may hold credentials (redis_password, database_url, ...).
     router_settings: dict[str, Any] = field(default_factory=dict, repr=False)

@@ -61,6 +61,16 @@ class Ledger(Protocol):
         ...
 
 
+class LedgerObserver(Protocol):
+    """Told of each commit the ledger made, on its writer thread, before the callers learn their
+    events are durable: it must be quick and must not raise."""
+
+    def committed(self, records: Sequence[tuple[RequestRecord | DeploymentHealth, Sequence[Any]]],
+                  seconds: float) -> None:
+        """`records`: each aggregate with the events this commit wrote; `seconds`: the commit's time."""
+        ...
+
+
 class PriceBook(Protocol):
     def check_priced(self, deployment: Deployment) -> None:
         """Raises BadRequestError when the deployment has no price and zero cost is not allowed."""

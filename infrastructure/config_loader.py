@@ -53,7 +53,8 @@ _GENERAL = {"master_key", "database_url", "max_request_size_mb", "max_response_s
             "use_redis_transaction_buffer", "maximum_spend_logs_retention_period", "pass_through_endpoints",
             "max_parallel_requests", "global_max_parallel_requests", "user_header_name", "redis_url",
             "graceful_shutdown_timeout_s", "abandon_after_s", "ledger_timeout_s", "strict_pricing",
-            "max_header_size_kb", "max_header_count", "header_timeout_s", "body_timeout_s", "keep_alive_timeout_s"}
+            "max_header_size_kb", "max_header_count", "header_timeout_s", "body_timeout_s", "keep_alive_timeout_s",
+            "require_auth_for_metrics_endpoint"}
 _LITELLM = {"drop_params", "num_retries", "request_timeout", "set_verbose", "json_logs", "callbacks",
             "success_callback", "failure_callback", "service_callback", "cache", "cache_params", "context_window_fallbacks",
             "content_policy_fallbacks", "default_fallbacks", "fallbacks", "turn_off_message_logging",
@@ -74,7 +75,8 @@ _ROUTER = {"routing_strategy", "routing_strategy_args", "num_retries", "retry_po
 
 
 # Booleans Moneta acts on, per section: YAML booleans or the strings "true" / "false".
-_FLAGS = {"general_settings": ("background_health_checks", "strict_pricing"), "litellm_settings": ("drop_params",),
+_FLAGS = {"general_settings": ("background_health_checks", "strict_pricing", "require_auth_for_metrics_endpoint"),
+          "litellm_settings": ("drop_params",),
           "router_settings": ("disable_cooldowns", "enable_pre_call_checks")}
 
 
@@ -158,6 +160,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
         abandon_after_s=_positive(general.get("abandon_after_s", 30), "general_settings.abandon_after_s"),
         ledger_timeout_s=_positive(general.get("ledger_timeout_s", 5), "general_settings.ledger_timeout_s"),
         connection_limits=_connection_limits(general),
+        require_auth_for_metrics=general.get("require_auth_for_metrics_endpoint", False),
         router_settings=router,
         litellm_settings=litellm,
         general_settings={k: v for k, v in general.items() if k != "master_key"},

@@ -17,6 +17,9 @@ bounded by one try (about a second: event_store.CONNECTION_WAIT_S).
 A record whose events were not all written is never continued: its later events fail too, so
 the ledger holds no stream with a gap. Such records are remembered by identity, weakly: once
 the caller lets go of a record it cannot send more events, and it is forgotten.
+
+An optional `LedgerObserver` (the metrics) hears of each successful commit before its callers
+are answered; what it raises is logged, never passed on to the writer.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from typing import Any, Callable
 
 from eventsourcing.domain import DomainEventProtocol
 
+from moneta.application.ports import LedgerObserver
 from moneta.domain.errors import LedgerUnavailableError
 from moneta.infrastructure.event_store import LedgerApplication
 
@@ -51,8 +55,10 @@ class _Pending:
 
 
 class GroupCommitLedger:
-    def __init__(self, app: LedgerApplication, *, max_batch: int = 1000, timeout_s: float = 5.0) -> None:
+    def __init__(self, app: LedgerApplication, *, max_batch: int = 1000, timeout_s: float = 5.0,
+                 observer: LedgerObserver | None = None) -> None:
         self.app = app
+        self.observer = observer
         self.max_batch = max_batch
         self.timeout_s = timeout_s
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
@@ -178,6 +184,7 @@ class GroupCommitLedger:
 
     def _save(self, batch: list[_Pending]) -> BaseException | None:
         events = [event for item in batch for event in item.events]
+        started = time.perf_counter()
         try:
             self.app.save(*events)
         except Exception as exc:  # the store is down or the batch is bad: the caller decides
@@ -191,7 +198,15 @@ class GroupCommitLedger:
         self._delay = _FIRST_DELAY_S
         self.commits += 1
         self.events_written += len(events)
+        if self.observer is not None:
+            self._tell_observer(batch, time.perf_counter() - started)
         return None
+
+    def _tell_observer(self, batch: list[_Pending], seconds: float) -> None:
+        try:
+            self.observer.committed([(item.record, item.events) for item in batch], seconds)  # type: ignore[union-attr]
+        except Exception:  # metrics must never stop the ledger
+            log.exception("the ledger observer failed")
 
     def _back_off(self, pending: list[_Pending]) -> None:
         """Sleeps before the next try, waking for the earliest deadline."""

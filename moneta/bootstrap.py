@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
-from typing import Awaitable, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Protocol
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
@@ -30,6 +30,7 @@ from moneta.application.price_check import priced_only
 from moneta.application.ports import (
     CooldownStore,
     Ledger,
+    LedgerObserver,
     LedgerReader,
     PriceBook,
     ProviderRegistry,
@@ -51,6 +52,9 @@ from moneta.projections.instances import InstanceHeartbeat
 from moneta.projections.queries import SpendQueries
 from moneta.projections.runner import ProjectionRunner
 from moneta.projections.view_store import ViewStore
+
+if TYPE_CHECKING:  # prometheus_client is imported only once the metrics are built (see call_metrics)
+    from moneta.infrastructure.call_metrics import CallMetrics
 
 
 class Probe(Protocol):
@@ -94,6 +98,7 @@ class Container:
     end_users: EndUsers = field(init=False)
     rate_limits: RateLimits = field(init=False)
     views: SpendQueries | None = None  # the read side's queries, in a proxy worker
+    metrics: CallMetrics | None = None  # what `GET /metrics` shows, in a proxy worker
     background: list[Background] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)  # readiness checks beyond the ledger
     _closing: list[Callable[[], None]] = field(default_factory=list)
@@ -164,6 +169,8 @@ def instance_name() -> str:
 # Set by `moneta serve` for its children, which load the config again: the parent has warned.
 CONFIG_ANNOUNCED = "MONETA_CONFIG_ANNOUNCED"
 WORKERS = "MONETA_WORKERS"  # set by `moneta serve`: how many workers share this host's limits
+# Set by `moneta serve --workers N` for its children: where their metrics meet.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def environment() -> dict[str, str]:
@@ -192,7 +199,7 @@ def read_gateway_config(config_path: str | None, environ: Mapping[str, str]) -> 
 
 
 def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, migrate: bool = False,
-          limits: LimitStore | None = None) -> Container:
+          limits: LimitStore | None = None, observer: LedgerObserver | None = None) -> Container:
     """The gateway over the configured ledger, with cooldowns and usage shared through Redis when
     one is configured, else kept in this process; rate limits in `limits` (default: in this process)."""
     from moneta.infrastructure.group_commit import GroupCommitLedger
@@ -207,7 +214,7 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
     cooldowns, usage = _shared_counters(config)
     providers = default_providers(environ, tokenizer())
     return Container(config=config, location=location, event_store=event_store,
-                     ledger=GroupCommitLedger(event_store, timeout_s=config.ledger_timeout_s),
+                     ledger=GroupCommitLedger(event_store, timeout_s=config.ledger_timeout_s, observer=observer),
                      reader=EventStoreReader(event_store),
                      providers=providers, prices=price_book(), tokenizer=tokenizer(),
                      cooldowns=cooldowns, usage=usage, realtime=RealtimeWebSockets(providers),
@@ -215,18 +222,21 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
 
 
 def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
-    """What a proxy worker serves: the gateway, the read side's queries, the background health
-    checks the config asks for, and a Redis probe for readiness."""
+    """What a proxy worker serves: the gateway, the read side's queries, the metrics, the background
+    health checks the config asks for, and a Redis probe for readiness."""
     from moneta.infrastructure import tokenizer as tiktoken_files
     from moneta.infrastructure.health_checks import background_health_checks
-
     from moneta.infrastructure.limit_stores import limit_store_for
+    from moneta.projections.lag_metrics import ProjectionLag
 
     tiktoken_files.preload()
     limits = limit_store_for(config.redis_url, config.database_url, int(environ.get(WORKERS, "1")))
-    container = build(config, environ, limits=limits)
+    metrics = call_metrics(config, environ)
+    container = build(config, environ, limits=limits, observer=metrics)
     store = open_view_store(container.location)
     container.views = SpendQueries(store)
+    container.metrics = metrics
+    metrics.metrics.add(ProjectionLag(container.event_store, store))
     container.on_close(store.close)
     container.read_access_view(AccessViewReader(store))
     container.access.spend_totals = container.views
@@ -240,6 +250,15 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
 
         container.probes.append(RedisProbe(config.redis_url))
     return container
+
+
+def call_metrics(config: GatewayConfig, environ: Mapping[str, str]) -> CallMetrics:
+    """Created here, not at import: prometheus_client reads PROMETHEUS_MULTIPROC_DIR (set by
+    `moneta serve --workers N` for its workers) when a metric is created."""
+    from moneta.infrastructure.call_metrics import CallMetrics
+    from moneta.infrastructure.metrics import GatewayMetrics
+
+    return CallMetrics(GatewayMetrics(environ.get(MULTIPROCESS_DIR)), config.model_names())
 
 
 @dataclass

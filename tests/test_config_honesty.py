@@ -33,6 +33,7 @@ def test_booleans_are_yaml_booleans_or_true_false_strings(value, expected):
 @pytest.mark.parametrize("section, key", [
     ("litellm_settings", "drop_params"), ("router_settings", "disable_cooldowns"),
     ("router_settings", "enable_pre_call_checks"), ("general_settings", "background_health_checks"),
+    ("general_settings", "require_auth_for_metrics_endpoint"),
 ])
 @pytest.mark.parametrize("value", ["no", "yes", 1, "0"])
 def test_anything_else_for_a_boolean_names_the_key(section, key, value):
