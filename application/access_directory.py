@@ -20,6 +20,7 @@ class Directory:
             kind: {} for kind in ("key", "team", "user", "organization", "customer", "budget")}
         self._by_token: dict[str, dict[str, Any]] = {}
         self.revision = 0  # the highest projection revision applied
+        self.version = 0  # counts the changes taken: what is derived from the directory may be kept until it moves
 
     def apply(self, rows: Iterable[dict[str, Any]]) -> None:
         """Rows of the access projection: kind, name, token, data, revision."""
@@ -34,6 +35,7 @@ class Directory:
         if previous is not None and previous.get("updated_at", "") > data.get("updated_at", ""):
             return
         data = with_money(data)
+        self.version += 1
         if kind == "key" and previous is not None and previous.get("token") != data.get("token"):
             self._by_token.pop(previous.get("token"), None)  # regenerated: the old hash no longer opens it
         self._entities[kind][name] = data

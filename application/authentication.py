@@ -19,7 +19,7 @@ from moneta.domain.errors import AuthenticationError
 from moneta.domain.redaction import key_hash
 
 UNKNOWN_FOR_S = 5.0
-_MAX_UNKNOWN = 10_000
+_MAX_REMEMBERED = 10_000
 
 
 class KeyView(Protocol):
@@ -35,6 +35,7 @@ class Authenticator:
         self._master_hash = key_hash(master_key) if master_key else ""
         self._view = view
         self._unknown: dict[str, float] = {}
+        self._known: dict[str, tuple[int, Principal]] = {}  # hash -> (directory version, principal)
 
     @property
     def is_open(self) -> bool:
@@ -50,9 +51,16 @@ class Authenticator:
         if hmac.compare_digest(key.encode(), self._master_key):
             return master(self._master_hash)
         token = key_hash(key)
+        known = self._known.get(token)
+        if known is not None and known[0] == self.directory.version and not known[1].expired(time.time()):
+            return known[1]  # nothing changed in the directory since it was made
         if self.directory.key_by_token(token) is None:
             await self._look_up(token)
-        return of_key(self.directory, token, datetime.now(UTC))
+        principal = of_key(self.directory, token, datetime.now(UTC))
+        if len(self._known) >= _MAX_REMEMBERED:
+            self._known.clear()
+        self._known[token] = (self.directory.version, principal)
+        return principal
 
     async def _look_up(self, token: str) -> None:
         now = time.monotonic()
@@ -62,6 +70,6 @@ class Authenticator:
         if row is not None:
             self.directory.put(row["kind"], row["name"], row["data"])
             return
-        if len(self._unknown) >= _MAX_UNKNOWN:
+        if len(self._unknown) >= _MAX_REMEMBERED:
             self._unknown.clear()
         self._unknown[token] = now + UNKNOWN_FOR_S

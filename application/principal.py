@@ -25,6 +25,10 @@ class Principal:
     org_id: str = ""
     key: dict[str, Any] = field(default_factory=dict, compare=False)  # the key's state (no secret in it)
     team: dict[str, Any] = field(default_factory=dict, compare=False)
+    expires_at: float | None = None  # epoch seconds
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
     @property
     def is_master(self) -> bool:
@@ -60,10 +64,12 @@ def of_key(directory: Directory, token: str, now: datetime) -> Principal:
     team = _team_of(directory, key)
     user = directory.live("user", key.get("user_id"))
     org_id = team.get("organization_id") if team else None
+    expires = key.get("expires")
     return Principal(role=(user or {}).get("user_role") or (INTERNAL_USER if key.get("user_id") else KEY_ONLY),
                      key_hash=token, key_id=key["key_id"], key_alias=key.get("key_alias") or "",
                      user_id=key.get("user_id") or "", team_id=key.get("team_id") or "", org_id=org_id or "",
-                     key=key, team=team or {})
+                     key=key, team=team or {},
+                     expires_at=datetime.fromisoformat(expires).timestamp() if expires else None)
 
 
 def _check_key(key: dict[str, Any], now: datetime) -> None:

@@ -23,13 +23,35 @@ log = logging.getLogger("moneta.limits")
 _FIELDS = (("rpm", "rpm_limit"), ("tpm", "tpm_limit"), ("max_parallel", "max_parallel_requests"))
 
 
+_MAX_REMEMBERED = 10_000
+
+
 class RateLimits:
     def __init__(self, store: LimitStore, directory: Directory) -> None:
         self.store = store
         self.directory = directory
         self._settling: set[asyncio.Task[None]] = set()
+        self._known: dict[tuple[str, str, str], tuple[int, list[Limit]]] = {}
+        # The in-process store answers without awaiting: called directly, it saves a coroutine and
+        # a task per call.
+        self._acquire_now = getattr(store, "acquire_now", None)
+        self._settle_now = getattr(store, "settle_now", None)
 
     def limits(self, principal: Principal | None, model: str, end_user: str) -> list[Limit]:
+        """The limits of the call's scopes, kept while the directory does not change."""
+        if (principal is None or not principal.key_id) and not end_user:
+            return []
+        found = (principal.key_id if principal is not None else "", model, end_user)
+        known = self._known.get(found)
+        if known is not None and known[0] == self.directory.version:
+            return known[1]
+        limits = self._limits(principal, model, end_user)
+        if len(self._known) >= _MAX_REMEMBERED:
+            self._known.clear()
+        self._known[found] = (self.directory.version, limits)
+        return limits
+
+    def _limits(self, principal: Principal | None, model: str, end_user: str) -> list[Limit]:
         scopes: list[Limit] = []
         if principal is not None and principal.key_id:
             key = principal.key
@@ -52,7 +74,10 @@ class RateLimits:
         limit refuses, naming it, with the decision as the error's `decision`."""
         if not limits:
             return None
-        decision = await self.store.acquire(request_id, limits, time.time())
+        if self._acquire_now is not None:
+            decision = self._acquire_now(request_id, limits, time.time())
+        else:
+            decision = await self.store.acquire(request_id, limits, time.time())
         if not decision.allowed:
             raise refusal(decision)
         return decision
@@ -60,6 +85,9 @@ class RateLimits:
     def settler(self, request_id: str, limits: list[Limit]) -> Callable[[RequestRecord], None]:
         """Called once when the call ends: adds its tokens and frees its parallel slots."""
         def settle(record: RequestRecord) -> None:
+            if self._settle_now is not None:
+                self._settle_now(request_id, limits, record.tokens, time.time())
+                return
             task = asyncio.get_running_loop().create_task(self._settle(request_id, limits, record.tokens))
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)

@@ -101,19 +101,22 @@ class LimitDecision:
         return _reset(tightest, self.at)
 
     def as_event(self) -> dict:
-        return {
-            "allowed": self.allowed,
-            "at": self.at,
-            "refused_scope": self.refused_scope,
-            "refused_limit": self.refused_limit,
-            "retry_after_s": self.retry_after_s,
-            "scopes": [{
-                "scope": c.scope, "rpm": c.limit.rpm, "tpm": c.limit.tpm, "max_parallel": c.limit.max_parallel,
-                "requests": c.requests, "tokens": c.tokens, "parallel": c.parallel,
-                "previous_requests": c.seen.previous_requests, "current_requests": c.seen.current_requests,
-                "previous_tokens": c.seen.previous_tokens, "current_tokens": c.seen.current_tokens,
-            } for c in self.counts],
-        }
+        """What the ledger keeps of the decision: per scope its limits and the counts it saw (in
+        the sliding window, before this request), and on a refusal which limit and the wait."""
+        event: dict = {"allowed": self.allowed, "scopes": [_scope_event(c) for c in self.counts]}
+        if not self.allowed:
+            event.update(refused_scope=self.refused_scope, refused_limit=self.refused_limit,
+                         retry_after_s=self.retry_after_s)
+        return event
+
+
+def _scope_event(count: ScopeCount) -> dict:
+    scope = {"scope": count.scope, "requests": count.requests, "tokens": count.tokens, "parallel": count.parallel}
+    limit = count.limit
+    for name, value in (("rpm", limit.rpm), ("tpm", limit.tpm), ("max_parallel", limit.max_parallel)):
+        if value is not None:
+            scope[name] = value
+    return scope
 
 
 def millis(now: float) -> int:

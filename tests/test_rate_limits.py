@@ -144,10 +144,12 @@ def test_the_ledger_summary_is_plain_json():
     decision = decide([Limit("key:k", rpm=2, tpm=50, max_parallel=1)], [Seen(1, 2, 30, 10, 1)], T0 + 30)
     event = decision.as_event()
     assert json.loads(json.dumps(event)) == event
-    assert event["refused_scope"] == "key:k" and event["allowed"] is False
+    assert event["refused_scope"] == "key:k" and event["allowed"] is False and event["refused_limit"] == "rpm"
     assert event["scopes"][0] == {
-        "scope": "key:k", "rpm": 2, "tpm": 50, "max_parallel": 1, "requests": 3, "tokens": 25, "parallel": 1,
-        "previous_requests": 1, "current_requests": 2, "previous_tokens": 30, "current_tokens": 10}
+        "scope": "key:k", "rpm": 2, "tpm": 50, "max_parallel": 1, "requests": 3, "tokens": 25, "parallel": 1}
+    admitted = decide([Limit("key:k", rpm=9)], [Seen(0, 0, 0, 0, 0)], T0).as_event()
+    assert admitted == {"allowed": True, "scopes": [{"scope": "key:k", "rpm": 9, "requests": 0, "tokens": 0,
+                                                     "parallel": 0}]}
 
 
 def test_idle_windows_and_expired_leases_are_swept():
