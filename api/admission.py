@@ -68,8 +68,8 @@ async def checked(request: Request, caller: Caller, call: dict[str, Any],
     if decision is None:
         return caller, call
     request.state.response_headers = headers(decision)
-    return replace(caller, checks={**caller.checks, "limits": decision.as_event()},
-                   on_end=rate_limits.settler(str(request_id), limits)), call
+    return Caller(caller.key_hash, caller.end_user, caller.principal, {**caller.checks, "limits": decision.as_event()},
+                  rate_limits.settler(str(request_id), limits)), call
 
 
 def with_refusal(caller: Caller, error: GatewayError) -> Caller:

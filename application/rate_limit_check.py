@@ -127,24 +127,23 @@ def refusal(decision: LimitDecision) -> LimitRefused:
 
 
 def headers(decision: LimitDecision | None) -> list[tuple[bytes, bytes]]:
-    """OpenAI's x-ratelimit-* response headers for the tightest scope."""
+    """OpenAI's x-ratelimit-* response headers: each limit's tightest scope, what is left of it
+    and when it resets."""
     if decision is None:
         return []
     found: list[tuple[bytes, bytes]] = []
-    for name, value in (("limit-requests", _tightest(decision, "rpm")), ("limit-tokens", _tightest(decision, "tpm")),
-                        ("remaining-requests", decision.remaining_requests()),
-                        ("remaining-tokens", decision.remaining_tokens()),
-                        ("reset-requests", _seconds(decision.reset_requests_s())),
-                        ("reset-tokens", _seconds(decision.reset_tokens_s()))):
-        if value is not None:
-            found.append((f"x-ratelimit-{name}".encode(), str(value).encode()))
+    rpm = [count.limit.rpm for count in decision.counts if count.limit.rpm is not None]
+    if rpm:
+        found += [(b"x-ratelimit-limit-requests", b"%d" % min(rpm)),
+                  (b"x-ratelimit-remaining-requests", b"%d" % decision.remaining_requests()),
+                  (b"x-ratelimit-reset-requests", _seconds(decision.reset_requests_s()))]
+    tpm = [count.limit.tpm for count in decision.counts if count.limit.tpm is not None]
+    if tpm:
+        found += [(b"x-ratelimit-limit-tokens", b"%d" % min(tpm)),
+                  (b"x-ratelimit-remaining-tokens", b"%d" % decision.remaining_tokens()),
+                  (b"x-ratelimit-reset-tokens", _seconds(decision.reset_tokens_s()))]
     return found
 
 
-def _tightest(decision: LimitDecision, field: str) -> int | None:
-    limits = [getattr(count.limit, field) for count in decision.counts if getattr(count.limit, field) is not None]
-    return min(limits) if limits else None
-
-
-def _seconds(value: float | None) -> str | None:
-    return None if value is None else f"{max(value, 0.0):.3f}s"
+def _seconds(value: float | None) -> bytes:
+    return b"%.3fs" % max(value or 0.0, 0.0)

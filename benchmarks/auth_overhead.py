@@ -32,8 +32,11 @@ def post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return json.loads(response.read())
 
 
-def virtual_key(base_url: str) -> str:
-    """A key of a user in a team, with every limit set high enough never to refuse."""
+def virtual_key(base_url: str, limits: bool = True) -> str:
+    """A key of a user in a team, with every limit set high enough never to refuse (or, without
+    `limits`, a key of no user or team, with no limit: what the lookup alone costs)."""
+    if not limits:
+        return post(base_url, "/key/generate", {"models": ["bench"]})["key"]
     post(base_url, "/team/new", {"team_id": "bench-team", "rpm_limit": 10**8, "tpm_limit": 10**10,
                                  "max_parallel_requests": 10**6})
     post(base_url, "/user/new", {"user_id": "bench-user", "rpm_limit": 10**8, "auto_create_key": False})
@@ -66,7 +69,7 @@ def measure(args: argparse.Namespace, workdir: Path, ledger: bench.Ledger) -> di
             config.write_text(yaml.safe_dump({**written, "router_settings": {"redis_url": args.redis}}))
         gateway = bench.start_gateway(config, ledger, workdir, None, running)
         base_url = gateway.url.rsplit("/v1/", 1)[0]
-        keys = {"master": bench.MASTER_KEY, "virtual": virtual_key(base_url)}
+        keys = {"master": bench.MASTER_KEY, "virtual": virtual_key(base_url, limits=not args.no_limits)}
         processes = GatewayProcesses.find(gateway.process.pid)
         scripts = {}
         for name, key in keys.items():
@@ -88,7 +91,8 @@ def measure(args: argparse.Namespace, workdir: Path, ledger: bench.Ledger) -> di
                         redis_cpu.append((redis_cpu_seconds(args.redis) - redis_before) * 1000 / result.requests)
                 gateway.check_alive()
     median = {name: statistics.median(values) for name, values in cpu.items()}
-    report = {"ledger": ledger.kind, "limit_store": "redis" if args.redis else "in_process", "rounds": args.rounds,
+    report = {"ledger": ledger.kind, "limit_store": "redis" if args.redis else "in_process",
+              "key": "no limits" if args.no_limits else "key, user and team limits", "rounds": args.rounds,
               "duration_s": args.duration, "cpu_ms_per_request": cpu, "rps": rps,
               "median_cpu_ms": median, "virtual_over_master": median["virtual"] / median["master"]}
     if redis_cpu:
@@ -102,6 +106,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per run (default 8)")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds of both keys (default 3)")
     parser.add_argument("--redis", help="a Redis URL: keep the limits there (default: in the worker)")
+    parser.add_argument("--no-limits", action="store_true", help="a key with no limits, user or team")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="moneta-auth-") as tmp:
         ledger = bench.Ledger(args.ledger, Path(tmp))

@@ -57,8 +57,7 @@ class Seen(NamedTuple):
     parallel: int
 
 
-@dataclass(frozen=True, slots=True)
-class ScopeCount:
+class ScopeCount(NamedTuple):
     """One scope's counters as the check saw them, before this request."""
 
     scope: str
@@ -69,8 +68,7 @@ class ScopeCount:
     seen: Seen  # the two buckets the weighted counts come from
 
 
-@dataclass(frozen=True)
-class LimitDecision:
+class LimitDecision(NamedTuple):
     allowed: bool
     counts: tuple[ScopeCount, ...]
     refused_scope: str | None = None
