@@ -101,6 +101,11 @@ class CooldownStore(Protocol):
         caller that started it, else None."""
         ...
 
+    def start_cooldown(self, deployment_id: str, cooldown_s: float) -> float:
+        """A manual cooldown: the deployment cools down from now for `cooldown_s`, whatever runs
+        already (the admin's word wins, shorter or longer). Returns its end (epoch seconds)."""
+        ...
+
     def state(self) -> CooldownState:
         """The cooldowns now; may be a moment old (a short cache keeps the hot path local)."""
         ...

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from moneta.domain.errors import GatewayError
+from moneta.domain.errors import BadRequestError, GatewayError
 from moneta.domain.failure_kinds import failure_kind
 
 IMMEDIATE_STATUSES = frozenset({401, 404, 408, 429})
 MAX_COOLDOWN_S = 300.0
+MAX_MANUAL_COOLDOWN_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,11 @@ class CooldownPolicy:
         """`cooldown_time`, or longer when the upstream's Retry-After asks for longer (bounded)."""
         asked = min(error.retry_after or 0.0, MAX_COOLDOWN_S)
         return max(self.cooldown_s, asked)
+
+
+def manual_cooldown_s(seconds: object) -> float:
+    """The length of a manual cooldown: a number of seconds above 0, at most a day."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= MAX_MANUAL_COOLDOWN_S:
+        raise BadRequestError(f"seconds must be a number above 0 and at most {MAX_MANUAL_COOLDOWN_S:g}, got {seconds!r}",
+                              param="seconds", code="invalid_seconds")
+    return float(seconds)

@@ -23,10 +23,20 @@ class DeploymentHealth(Aggregate):
         model_group: str
 
     class CooledDown(Aggregate.Event):
+        """Automatic (after failures), or manual: then `requested_by` names who asked (an actor,
+        `master_key`, `user:<id>`, or the library caller's name) and there is no failure to
+        name (`status_code` 0, `error_type` "manual")."""
+
+        class_version = 2
         until: datetime
         status_code: int
         error_type: str
         reason: str
+        requested_by: str = ""
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state["requested_by"] = ""
 
         def apply(self, aggregate: "DeploymentHealth") -> None:
             aggregate.cooling_until = self.until
@@ -49,9 +59,10 @@ class DeploymentHealth(Aggregate):
         self.cooling_until: datetime | None = None
         self.cooldowns = 0
 
-    def cool_down(self, *, until: datetime, status_code: int, error_type: str, reason: str) -> None:
+    def cool_down(self, *, until: datetime, status_code: int, error_type: str, reason: str,
+                  requested_by: str = "") -> None:
         self.trigger_event(self.CooledDown, until=until, status_code=status_code, error_type=error_type,
-                           reason=reason)
+                           reason=reason, requested_by=requested_by)
 
     def recover(self) -> bool:
         """Records the return to rotation; False (no event) when it was not cooling down."""

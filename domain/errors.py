@@ -6,6 +6,7 @@ ledger: the provider, model, status, retry-after and the provider's own error bo
 """
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 
@@ -108,6 +109,19 @@ class RateLimitError(GatewayError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+
+
+class BudgetExceededError(RateLimitError):
+    """A budget (key, user, team, ...) cannot pay for the call: LiteLLM's `budget_exceeded`."""
+
+    error_type = "budget_exceeded"
+    default_code = "budget_exceeded"
+
+    def __init__(self, message: str, *, current_cost: Decimal | None = None, max_budget: Decimal | None = None,
+                 **details: Any) -> None:
+        super().__init__(message, **details)
+        self.current_cost = current_cost
+        self.max_budget = max_budget
 
 
 class InternalServerError(GatewayError):

@@ -30,6 +30,12 @@ class InProcessCooldownStore:
             self._until[deployment_id] = now + cooldown_s
             return now + cooldown_s
 
+    def start_cooldown(self, deployment_id: str, cooldown_s: float) -> float:
+        until = self._clock() + cooldown_s
+        with self._lock:
+            self._until[deployment_id] = until
+        return until
+
     def state(self) -> CooldownState:
         now = self._clock()
         with self._lock:

@@ -83,6 +83,16 @@ class RedisCooldownStore:
             self._writes += 1
         return int(ends_ms) / 1000
 
+    def start_cooldown(self, deployment_id: str, cooldown_s: float) -> float:
+        """Raises redis.RedisError when Redis cannot be reached: an admin's request must not
+        seem to succeed when no worker will see it."""
+        ends_ms = int((self._clock() + cooldown_s) * 1000)
+        self._redis.zadd(COOLDOWNS, {deployment_id: ends_ms})
+        with self._lock:
+            self._ends[deployment_id] = ends_ms / 1000
+            self._writes += 1
+        return ends_ms / 1000
+
     def state(self) -> CooldownState:
         now = self._clock()
         with self._lock:

@@ -13,9 +13,10 @@ from typing import Any
 _LIBRARY = {
     **dict.fromkeys(("completion", "acompletion", "text_completion", "atext_completion", "embedding", "aembedding",
                      "transcription", "atranscription", "token_counter"), "moneta.library"),
+    "Router": "moneta.router",
     **dict.fromkeys(("completion_cost", "cost_per_token"), "moneta.cost"),
     # LiteLLM's exceptions, as `litellm.RateLimitError` is written
-    **dict.fromkeys(("APIConnectionError", "APIError", "AuthenticationError", "BadRequestError",
+    **dict.fromkeys(("APIConnectionError", "APIError", "AuthenticationError", "BadRequestError", "BudgetExceededError",
                      "ContentPolicyViolationError", "ContextWindowExceededError", "InternalServerError",
                      "NotFoundError", "PermissionDeniedError", "RateLimitError", "ServiceUnavailableError", "Timeout",
                      "UnprocessableEntityError", "UnsupportedParamsError"), "moneta.exceptions"),

@@ -126,9 +126,19 @@ class Container:
         this container's ledger, cooldowns and usage counters."""
         return self._gateway(replace(self.config, deployments=(deployment,)))
 
-    def _gateway(self, config: GatewayConfig) -> Gateway:
+    def gateway_over(self, config: GatewayConfig) -> Gateway:
+        """A gateway over another config's deployments and router settings (a library `Router`),
+        sharing this container's ledger, with cooldowns and usage counts of its own (in Redis
+        when that config names one, so routers and proxies on one Redis share them)."""
+        cooldowns, usage = _shared_counters(config)
+        self.on_close(cooldowns.close)
+        return self._gateway(config, cooldowns, usage)
+
+    def _gateway(self, config: GatewayConfig, cooldowns: CooldownStore | None = None,
+                 usage: UsageMeter | None = None) -> Gateway:
         journal = HealthJournal(self.reader, self.ledger)
-        router = DeploymentRouter(config, self.cooldowns, self.usage, journal, self.tokenizer, self.prices)
+        router = DeploymentRouter(config, cooldowns or self.cooldowns, usage or self.usage, journal, self.tokenizer,
+                                  self.prices)
         return Gateway(config, router, self.providers, self.ledger, self.prices, self.tokenizer, self.instance)
 
     def on_close(self, action: Callable[[], None]) -> None:
@@ -339,6 +349,18 @@ def library_config() -> GatewayConfig:
 @cache
 def _config_at(path: str | None) -> GatewayConfig:
     return load_gateway_config(path, environment())
+
+
+def router_config(model_list: list[dict], router_settings: Mapping[str, object]) -> GatewayConfig:
+    """A library `Router`'s deployments and settings, read as a config file's `model_list` and
+    `router_settings` are: the same checks, the same errors, the same notices (logged)."""
+    from moneta.infrastructure.config_loader import parse_config
+
+    raw = {"model_list": model_list, "router_settings": dict(router_settings)}
+    config = priced_only(parse_config(raw, environment()), price_book())
+    for notice in config.notices:
+        logging.getLogger("moneta.config").warning("%s", notice)
+    return config
 
 
 async def close_http_session() -> None:

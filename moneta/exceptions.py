@@ -84,6 +84,21 @@ class RateLimitError(_StatusError, openai.RateLimitError):
     default_status = 429
 
 
+class BudgetExceededError(RateLimitError):
+    """LiteLLM's `BudgetExceededError(current_cost, max_budget, message=None)`: a budget cannot
+    pay for the call (a 429 whose `type` is `budget_exceeded`). Unlike LiteLLM's, it is a
+    RateLimitError, so `except openai.RateLimitError` (and `moneta.RateLimitError`) catches it too."""
+
+    def __init__(self, current_cost: Any, max_budget: Any, message: str | None = None,
+                 llm_provider: str | None = None, model: str | None = None, *, status_code: int | None = None,
+                 body: Any = None, headers: dict[str, str] | None = None) -> None:
+        self.current_cost = current_cost
+        self.max_budget = max_budget
+        message = message or f"Budget has been exceeded! Current cost: {current_cost}, Max budget: {max_budget}"
+        body = body or {"message": message, "type": "budget_exceeded", "param": None, "code": "budget_exceeded"}
+        super().__init__(message, llm_provider, model, status_code=status_code, body=body, headers=headers)
+
+
 class InternalServerError(_StatusError, openai.InternalServerError):
     default_status = 500
 
@@ -125,10 +140,36 @@ _MAPPED: dict[type[errors.GatewayError], type[Exception]] = {
 
 def from_gateway_error(error: errors.GatewayError) -> Exception:
     """The library's exception for a gateway error, with its status, provider, model and body."""
-    kind = next(_MAPPED[k] for k in type(error).__mro__ if k in _MAPPED)
     headers = None if error.retry_after is None else {"retry-after": f"{error.retry_after:g}"}
-    return kind(error.message, error.provider, error.model, status_code=error.status_code,
-                body=error.to_openai()["error"], headers=headers)
+    details = dict(status_code=error.status_code, body=error.to_openai()["error"], headers=headers)
+    if _is_budget_exceeded(error):
+        return BudgetExceededError(getattr(error, "current_cost", None), getattr(error, "max_budget", None),
+                                   error.message, error.provider, error.model, **details)
+    kind = next(_MAPPED[k] for k in type(error).__mro__ if k in _MAPPED)
+    return kind(error.message, error.provider, error.model, **details)
+
+
+def _is_budget_exceeded(error: errors.GatewayError) -> bool:
+    """Ours, or an upstream gateway's 429 of type `budget_exceeded` (a LiteLLM or Moneta proxy)."""
+    if isinstance(error, errors.BudgetExceededError):
+        return True
+    detail = error.body.get("error") if isinstance(error.body, dict) else None
+    return error.status_code == 429 and isinstance(detail, dict) and detail.get("type") == "budget_exceeded"
+
+
+def to_gateway_error(error: BaseException) -> errors.GatewayError:
+    """The gateway's error for an exception a caller reports (`Router.mark_failure`): the one a
+    library exception was raised from, else the class of its status, else a server error."""
+    if isinstance(error, errors.GatewayError):
+        return error
+    if isinstance(error.__cause__, errors.GatewayError):
+        return error.__cause__
+    if isinstance(error, (openai.APITimeoutError, TimeoutError)):
+        return errors.TimeoutError(str(error))
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int) and status >= 400:
+        return errors.error_for_status(status)(str(error), status_code=status)
+    return errors.InternalServerError(str(error) or type(error).__name__)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -154,7 +195,7 @@ def raising_library_errors(call: _F) -> _F:
     return sync_call  # type: ignore[return-value]
 
 
-__all__ = ["APIConnectionError", "APIError", "AuthenticationError", "BadRequestError", "ContentPolicyViolationError",
-           "ContextWindowExceededError", "InternalServerError", "NotFoundError", "PermissionDeniedError",
-           "RateLimitError", "ServiceUnavailableError", "Timeout", "UnprocessableEntityError",
-           "UnsupportedParamsError", "from_gateway_error"]
+__all__ = ["APIConnectionError", "APIError", "AuthenticationError", "BadRequestError", "BudgetExceededError",
+           "ContentPolicyViolationError", "ContextWindowExceededError", "InternalServerError", "NotFoundError",
+           "PermissionDeniedError", "RateLimitError", "ServiceUnavailableError", "Timeout", "UnprocessableEntityError",
+           "UnsupportedParamsError", "from_gateway_error", "to_gateway_error"]

@@ -91,33 +91,52 @@ def _caller(body: dict[str, Any]) -> Caller:
 
 # -- async API ----------------------------------------------------------------------------
 
+# The gateway a call goes to, from its model, call settings and mock_response (see `_gateway`).
+GatewayChoice = Callable[[str, dict[str, Any], Any], Gateway]
+
+
 @raising_library_errors
 async def acompletion(model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any) -> Any:
     """Chat completion. With `stream=True`, an async iterator of ModelResponseChunk."""
+    return await chat_with(_gateway, model, messages, stream, kwargs)
+
+
+@raising_library_errors
+async def atext_completion(model: str, prompt: str | list[str], **kwargs: Any) -> ModelResponse:
+    return await text_completion_with(_gateway, model, prompt, kwargs)
+
+
+@raising_library_errors
+async def aembedding(model: str, input: str | list[str], **kwargs: Any) -> EmbeddingResponse:  # noqa: A002
+    return await embedding_with(_gateway, model, input, kwargs)
+
+
+async def chat_with(choose: GatewayChoice, model: str, messages: list[dict[str, Any]], stream: bool,
+                    kwargs: dict[str, Any]) -> Any:
     body, settings, mock_response = _split({"model": model, "messages": messages, **kwargs})
     if stream:
         body["stream"] = True
     _check(validation.validate_chat, body)
-    gateway = _gateway(model, settings, mock_response)
+    gateway = choose(model, settings, mock_response)
     if stream:
         chunks = await gateway.open_chat_stream(_caller(body), body, uuid.uuid4())
         return _typed_chunks(chunks)
     return _answered_as(ModelResponse(await gateway.chat(_caller(body), body, uuid.uuid4())), model)
 
 
-@raising_library_errors
-async def atext_completion(model: str, prompt: str | list[str], **kwargs: Any) -> ModelResponse:
+async def text_completion_with(choose: GatewayChoice, model: str, prompt: str | list[str],
+                               kwargs: dict[str, Any]) -> ModelResponse:
     body, settings, mock_response = _split({"model": model, "prompt": prompt, **kwargs})
     _check(validation.validate_text_completion, body)
-    gateway = _gateway(model, settings, mock_response)
+    gateway = choose(model, settings, mock_response)
     return _answered_as(ModelResponse(await gateway.text_completion(_caller(body), body, uuid.uuid4())), model)
 
 
-@raising_library_errors
-async def aembedding(model: str, input: str | list[str], **kwargs: Any) -> EmbeddingResponse:  # noqa: A002
+async def embedding_with(choose: GatewayChoice, model: str, input: str | list[str],  # noqa: A002
+                         kwargs: dict[str, Any]) -> EmbeddingResponse:
     body, settings, mock_response = _split({"model": model, "input": input, **kwargs})
     _check(validation.validate_embedding, body)
-    gateway = _gateway(model, settings, mock_response)
+    gateway = choose(model, settings, mock_response)
     return _answered_as(EmbeddingResponse(await gateway.embedding(_caller(body), body, uuid.uuid4())), model)
 
 
@@ -193,23 +212,28 @@ def _runner() -> _LoopThread:
         return _loop
 
 
-def completion(model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any) -> Any:
-    """Chat completion. With `stream=True`, an iterator of ModelResponseChunk."""
+def in_background(coroutine: Any, stream: bool = False) -> Any:
+    """Runs a library coroutine on the library's loop; a stream it returns becomes an iterator."""
     runner = _runner()
-    result = runner.run(acompletion(model, messages, stream=stream, **kwargs))
+    result = runner.run(coroutine)
     return runner.iterate(result) if stream else result
 
 
+def completion(model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any) -> Any:
+    """Chat completion. With `stream=True`, an iterator of ModelResponseChunk."""
+    return in_background(acompletion(model, messages, stream=stream, **kwargs), stream)
+
+
 def text_completion(model: str, prompt: str | list[str], **kwargs: Any) -> ModelResponse:
-    return _runner().run(atext_completion(model, prompt, **kwargs))
+    return in_background(atext_completion(model, prompt, **kwargs))
 
 
 def embedding(model: str, input: str | list[str], **kwargs: Any) -> EmbeddingResponse:  # noqa: A002
-    return _runner().run(aembedding(model, input, **kwargs))
+    return in_background(aembedding(model, input, **kwargs))
 
 
 def transcription(model: str, file: BinaryIO | bytes | tuple[str, bytes], **kwargs: Any) -> TranscriptionResponse:
-    return _runner().run(atranscription(model, file, **kwargs))
+    return in_background(atranscription(model, file, **kwargs))
 
 
 @raising_library_errors

@@ -17,6 +17,7 @@ import moneta
 from moneta.domain import errors
 from moneta.exceptions import from_gateway_error
 from tests.fake_openai import FakeOpenAI
+from tests.library_ledger import library_over
 from tests.live_server import LiveServer
 
 
@@ -30,6 +31,7 @@ from tests.live_server import LiveServer
     (errors.ModelNotFoundError("gone"), moneta.NotFoundError, openai.NotFoundError, 404),
     (errors.UnprocessableEntityError("x"), moneta.UnprocessableEntityError, openai.UnprocessableEntityError, 422),
     (errors.RateLimitError("slow", retry_after=2), moneta.RateLimitError, openai.RateLimitError, 429),
+    (errors.BudgetExceededError("over"), moneta.BudgetExceededError, openai.RateLimitError, 429),
     (errors.InternalServerError("boom"), moneta.InternalServerError, openai.InternalServerError, 500),
     (errors.ServiceUnavailableError("down"), moneta.ServiceUnavailableError, openai.InternalServerError, 503),
     (errors.LedgerUnavailableError("ledger"), moneta.ServiceUnavailableError, openai.APIStatusError, 503),
@@ -48,6 +50,40 @@ def test_each_gateway_error_is_raised_as_litellms_name_and_openais_class(error, 
 def test_a_rate_limit_keeps_its_retry_after():
     raised = from_gateway_error(errors.RateLimitError("slow", retry_after=2.5))
     assert raised.response.headers["retry-after"] == "2.5"
+
+
+def test_budget_exceeded_has_litellms_signature_and_is_a_rate_limit_error():
+    error = moneta.BudgetExceededError(12.5, 10)
+    assert (error.current_cost, error.max_budget, error.status_code) == (12.5, 10, 429)
+    assert str(error) == "Budget has been exceeded! Current cost: 12.5, Max budget: 10"
+    assert (error.type, error.code) == ("budget_exceeded", "budget_exceeded")
+    assert str(moneta.BudgetExceededError(1, 2, "team over budget")) == "team over budget"
+    with pytest.raises(openai.RateLimitError):
+        raise error
+    ours = errors.BudgetExceededError("key over budget", current_cost=Decimal("10.01"), max_budget=Decimal("10"))
+    raised = from_gateway_error(ours)
+    assert (raised.current_cost, raised.max_budget) == (Decimal("10.01"), Decimal("10"))
+    assert ours.to_openai()["error"]["type"] == "budget_exceeded"
+
+
+def test_an_upstream_gateways_budget_refusal_is_caught_by_openais_rate_limit_error(tmp_path, monkeypatch):
+    library = library_over(tmp_path, monkeypatch)
+    refusal = {"message": "Budget has been exceeded! Current cost: 3.2, Max budget: 3.0",
+               "type": "budget_exceeded", "param": None, "code": "400"}
+    upstream = FakeOpenAI(fail_with=(429, refusal)).start()
+    try:
+        with pytest.raises(openai.RateLimitError) as caught:
+            moneta.completion(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                              api_base=upstream.base_url, api_key=upstream.api_key)
+        upstream.fail_with = (429, {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"})
+        with pytest.raises(moneta.RateLimitError) as plain:
+            moneta.completion(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                              api_base=upstream.base_url, api_key=upstream.api_key)
+    finally:
+        upstream.stop()
+        library.close()
+    assert type(caught.value) is moneta.BudgetExceededError and caught.value.status_code == 429
+    assert type(plain.value) is moneta.RateLimitError
 
 
 SCRIPT = textwrap.dedent("""

@@ -103,3 +103,38 @@ def test_deployment_health_records_only_changes_of_state():
     assert health.recover() is True
     assert health.cooling_until is None
     assert [type(e).__name__ for e in health.collect_events()] == ["Registered", "CooledDown", "Recovered"]
+
+
+def test_a_manual_cooldown_is_routed_around_and_recovered_like_an_automatic_one(store_and_clock):
+    store, clock = store_and_clock
+    store.count_failure("d1", "InternalServerError", 5, 60, 10)
+    ends = store.start_cooldown("d1", 30)
+    assert ends == pytest.approx(clock.now + 30)
+    assert store.state().cooling == {"d1": pytest.approx(ends)}
+    assert store.count_failure("d1", "RateLimitError", 0, 60, 5) is None  # already cooling
+    assert store.start_cooldown("d1", 2) == pytest.approx(clock.now + 2)  # the admin's word wins
+    clock.now += 2.5
+    assert store.state().lapsed == {"d1"} and store.claim_recovery("d1")
+
+
+def test_a_manual_cooldown_in_redis_reaches_every_store(redis_url):
+    clock = Clock()
+    admin, worker = (RedisCooldownStore(redis_url, cache_s=0.01, clock=clock) for _ in range(2))
+    ends = admin.start_cooldown("d-manual", 60)
+    assert eventually(lambda: dict(worker.state().cooling), {"d-manual": ends}) == {"d-manual": ends}
+
+
+def test_a_cooldown_recorded_before_requested_by_existed_still_reads():
+    from eventsourcing.application import Application
+
+    app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    health = DeploymentHealth.register("d1", "g")
+    health.cool_down(until=datetime(2026, 1, 1, tzinfo=timezone.utc), status_code=503,
+                     error_type="server_error", reason="InternalServerError: more than 1 in 60s")
+    stored = app.mapper.to_stored_event(health.collect_events()[-1])
+    state = app.mapper.transcoder.decode(stored.state)
+    assert state.pop("class_version") == 2 and state.pop("requested_by") == ""
+    old = type(stored)(stored.originator_id, stored.originator_version, stored.topic,
+                       app.mapper.transcoder.encode(state))
+    event = app.mapper.to_domain_event(old)
+    assert (event.requested_by, event.reason) == ("", "InternalServerError: more than 1 in 60s")

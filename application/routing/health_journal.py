@@ -35,6 +35,15 @@ class HealthJournal:
 
         await self._change(deployment, cool)
 
+    async def cooled_down_manually(self, deployment: Deployment, until: float, reason: str, requested_by: str) -> None:
+        at = datetime.fromtimestamp(until, timezone.utc)
+
+        def cool(health: DeploymentHealth) -> bool:
+            health.cool_down(until=at, status_code=0, error_type="manual", reason=reason, requested_by=requested_by)
+            return True
+
+        await self._change(deployment, cool)
+
     async def recovered(self, deployment: Deployment) -> None:
         await self._change(deployment, DeploymentHealth.recover)
 

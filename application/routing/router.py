@@ -27,7 +27,9 @@ from moneta.application.routing.live_stats import LiveStats
 from moneta.application.routing.settings import RouterSettings
 from moneta.application.tokens import count_messages_async, count_text_async
 from moneta.domain import routing_strategies as strategies
-from moneta.domain.errors import ContextWindowExceededError, GatewayError, ModelNotFoundError, RateLimitError
+from moneta.domain.cooldown_policy import manual_cooldown_s
+from moneta.domain.errors import (ContextWindowExceededError, GatewayError, ModelNotFoundError, NotFoundError,
+                                  RateLimitError)
 from moneta.domain.failure_kinds import failure_kind
 from moneta.domain.usage import Usage
 
@@ -85,6 +87,14 @@ class DeploymentRouter:
 
     def groups(self) -> dict[str, list[Deployment]]:
         return self._groups
+
+    def deployment(self, deployment_id: str) -> Deployment:
+        for group in self._groups.values():
+            for deployment in group:
+                if deployment.id == deployment_id:
+                    return deployment
+        raise NotFoundError(f"No deployment has the id '{deployment_id}'.", param="deployment_id",
+                            code="deployment_not_found")
 
     async def route(self, model_group: str, body: dict[str, Any], exclude: Collection[str] = ()) -> Route:
         """The deployment for the next attempt: among those not cooling down (and, with pre-call
@@ -222,6 +232,16 @@ class DeploymentRouter:
         if until is not None and self._journal is not None:
             reason = f"{failure_kind(error)}: more than {allowed} in {policy.window_s:g}s"
             await self._journal.cooled_down(deployment, until, error, reason)
+
+    async def cool_down(self, deployment_id: str, seconds: float, reason: str, requested_by: str) -> float:
+        """A manual cooldown, recorded with who asked; it ends, and recovers, as any other.
+        Returns its end (epoch seconds)."""
+        deployment = self.deployment(deployment_id)
+        seconds = manual_cooldown_s(seconds)
+        until = await asyncio.to_thread(self.cooldowns.start_cooldown, deployment.id, seconds)
+        if self._journal is not None:
+            await self._journal.cooled_down_manually(deployment, until, reason, requested_by)
+        return until
 
 
 def _context_window(deployment: Deployment) -> float:
