@@ -17,6 +17,7 @@ import yaml
 
 from moneta.application.config import ConnectionLimits, Deployment, GatewayConfig
 from moneta.application.routing.settings import RouterSettings
+from moneta.domain import model_patterns
 from moneta.domain.model_ref import ModelRef
 from moneta.domain.pricing import TokenPrice, to_decimal
 from moneta.domain.redaction import SECRET_FIELDS
@@ -253,7 +254,18 @@ def _deployment(entry: Any, index: int, reader: _Reader, drop_params: bool) -> D
         # The gateway-wide drop_params reaches the adapters through each deployment.
         extra_params={"drop_params": drop_params} | {k: v for k, v in values.items() if k not in _ACTED_ON_PARAMS},
         model_info=dict(info),
+        model_template=_model_template(name, values["model"], p),
     )
+
+
+def _model_template(name: str, model: str, where: str) -> str | None:
+    """A pattern entry's model (`openai/*`), whose `*`s the matched parts of a call's model fill."""
+    if model_patterns.WILDCARD not in name + model:
+        return None
+    if model.count(model_patterns.WILDCARD) > name.count(model_patterns.WILDCARD):
+        raise ConfigError(f"{where}model: {model!r} has more '*' than its model_name {name!r}: "
+                          "each '*' takes the text a '*' of model_name matched")
+    return model
 
 
 def _deployment_id(name: str, params: dict, index: int) -> str:
