@@ -11,10 +11,12 @@ import httpx
 import openai
 import pytest
 
+from moneta.api.config_check import served
 from moneta.application.config import Deployment
 from moneta.application.routing.wildcards import MADE_GROUPS, WildcardGroups
 from moneta.domain import model_patterns
 from moneta.infrastructure.config_loader import ConfigError, parse_config
+from moneta.infrastructure.pricing import PriceTable
 from tests.edge_server import MASTER_KEY as MASTER
 from tests.edge_server import spend_log_rows
 from tests.fake_openai import FakeOpenAI
@@ -171,3 +173,9 @@ def test_a_pattern_entry_whose_model_has_more_stars_than_its_name_is_refused() -
 
 def _entry(name: str, template: str) -> Deployment:
     return Deployment(id=name, model_name=name, provider="", provider_model="", model_template=template)
+
+
+def test_config_check_shows_a_pattern_entry_priced_per_model() -> None:
+    config = parse_config({"model_list": [{"model_name": "openai/*", "litellm_params": {"model": "openai/*"}}]}, {})
+    (_, line) = served(config, PriceTable())
+    assert line.endswith("openai/*  priced as each model it serves, when called")
