@@ -27,6 +27,8 @@ def served(config: GatewayConfig, prices: PriceBook, at: datetime | None = None)
 
 def _price(deployment: Deployment, prices: PriceBook, at: datetime) -> str:
     """Its price (the config's deployments are all priced: bootstrap takes the others out)."""
+    if deployment.is_pattern and deployment.price is None:
+        return "priced as each model it serves, when called"
     per_input = prices.quote(deployment, Usage(prompt_tokens=_MILLION), at)
     per_output = prices.quote(deployment, Usage(completion_tokens=_MILLION), at)
     per_minute = prices.quote(deployment, Usage(audio_seconds=60), at)

@@ -1,11 +1,13 @@
 """What a principal may call: a key is limited to its models and its team's (an empty list, or
-`all-proxy-models`, allows every model); a key's `aliases` name model groups by other names."""
+`all-proxy-models`, allows every model; a pattern such as `openai/*`, every model it matches);
+a key's `aliases` name model groups by other names."""
 from __future__ import annotations
 
 from typing import Any, Iterable
 
 from moneta.application.principal import ALL_MODELS, Principal
 from moneta.domain.errors import AuthenticationError
+from moneta.domain.model_patterns import is_pattern, matches
 
 
 def model_for(principal: Principal | None, model: str) -> str:
@@ -31,7 +33,8 @@ def _allows(principal: Principal | None, model: str) -> bool:
 
 
 def _open(allowed: Any, model: str) -> bool:
-    return not allowed or ALL_MODELS in allowed or model in allowed
+    return (not allowed or ALL_MODELS in allowed or model in allowed
+            or any(is_pattern(entry) and matches(entry, model) for entry in allowed))
 
 
 def _check(owner: str, allowed: Any, model: str) -> None:

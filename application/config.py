@@ -34,6 +34,12 @@ class Deployment:
     allow_zero_cost: bool = False
     extra_params: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold provider credentials
     model_info: dict[str, Any] = field(default_factory=dict)
+    # A pattern entry's `litellm_params.model` ("openai/*", "*"): a concrete model fills its `*`s.
+    model_template: str | None = None
+
+    @property
+    def is_pattern(self) -> bool:
+        return self.model_template is not None
 
     @property
     def label(self) -> str:
@@ -79,6 +85,7 @@ class GatewayConfig:
     notices: tuple[str, ...] = ()
 
     def model_names(self) -> list[str]:
+        """The model groups, patterns (`openai/*`) included."""
         return sorted({d.model_name for d in self.deployments})
 
     def secrets(self) -> tuple[str, ...]:

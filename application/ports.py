@@ -78,6 +78,10 @@ class PriceBook(Protocol):
 
     def quote(self, deployment: Deployment, usage: Usage, at: datetime) -> CostQuote: ...
 
+    def known_models(self, provider: str) -> Sequence[str]:
+        """The models the price library lists for a provider prefix (`openai`), by their names there."""
+        ...
+
 
 class Tokenizer(Protocol):
     def count_text(self, model: str, text: str) -> int: ...

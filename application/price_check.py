@@ -2,7 +2,8 @@
 
 An unpriced deployment is named in a warning and taken out of its model group, so that the
 priced deployments beside it (and the group's fallbacks) still serve; a group left with none
-is not served. Under `general_settings.strict_pricing: true` start-up stops instead.
+is not served. Under `general_settings.strict_pricing: true` start-up stops instead. A pattern
+entry (`openai/*`) has no price of its own: each model it serves is priced when it is called.
 """
 from __future__ import annotations
 
@@ -22,14 +23,14 @@ class UnpricedDeploymentsError(ValueError):
 
 def priced_only(config: GatewayConfig, prices: PriceBook) -> GatewayConfig:
     """The config with its unpriced deployments taken out, and a notice that names them."""
-    unpriced = [d for d in config.deployments if not _priced(d, prices)]
+    unpriced = [d for d in config.deployments if not d.is_pattern and not is_priced(d, prices)]
     if not unpriced:
         return config
     names = ", ".join(f"{d.model_name} ({d.label})" for d in unpriced)
     if config.general_settings.get("strict_pricing"):
         raise UnpricedDeploymentsError(
             f"general_settings.strict_pricing: no price is known for {names}: {_HOW_TO_PRICE}")
-    kept = tuple(d for d in config.deployments if _priced(d, prices))
+    kept = tuple(d for d in config.deployments if d.is_pattern or is_priced(d, prices))
     gone = sorted(set(config.model_names()) - {d.model_name for d in kept})
     notice = f"no price is known for {names}: not served ({_HOW_TO_PRICE})"
     if gone:
@@ -37,7 +38,7 @@ def priced_only(config: GatewayConfig, prices: PriceBook) -> GatewayConfig:
     return replace(config, deployments=kept, notices=(*config.notices, notice))
 
 
-def _priced(deployment: Deployment, prices: PriceBook) -> bool:
+def is_priced(deployment: Deployment, prices: PriceBook) -> bool:
     try:
         prices.check_priced(deployment)
     except GatewayError:

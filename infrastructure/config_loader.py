@@ -7,7 +7,6 @@ invalid value stops start-up with a message naming the key.
 from __future__ import annotations
 
 import hashlib
-import logging
 from decimal import Decimal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +16,12 @@ import yaml
 
 from moneta.application.config import ConnectionLimits, Deployment, GatewayConfig
 from moneta.application.routing.settings import RouterSettings
+from moneta.domain import model_patterns
 from moneta.domain.model_ref import ModelRef
 from moneta.domain.pricing import TokenPrice, to_decimal
 from moneta.domain.redaction import SECRET_FIELDS
 from moneta.infrastructure import config_notices
 from moneta.infrastructure.event_store import StoreLocation
-
-log = logging.getLogger("moneta.config")
 
 _TOP_LEVEL = {"model_list", "general_settings", "litellm_settings", "router_settings", "environment_variables",
               "guardrails", "mcp_servers", "callback_settings", "search_tools", "vector_store_registry",
@@ -89,6 +87,7 @@ class _Reader:
     environ: Mapping[str, str]
     unknown: list[str] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
+    trimmed: list[str] = field(default_factory=list)
 
     def resolve(self, value: Any, key: str) -> Any:
         """`os.environ/NAME` references, as LiteLLM writes them; credentials trimmed."""
@@ -98,7 +97,15 @@ class _Reader:
                 raise ConfigError(f"{key}: environment variable {name} is not set")
             value = self.environ[name]
         if key.rsplit(".", 1)[-1] in SECRET_FIELDS:
-            return trimmed(value, key)
+            return self.trim(value, key)
+        return value
+
+    def trim(self, value: Any, key: str) -> Any:
+        """A credential without the whitespace environment files leave around it (a trailing newline
+        would otherwise lock every client out), noted by its key, never its value."""
+        if isinstance(value, str) and value != value.strip():
+            self.trimmed.append(key)
+            return value.strip()
         return value
 
     def note_unknown(self, section: Mapping[str, Any], known: set[str], where: str) -> None:
@@ -106,15 +113,6 @@ class _Reader:
 
     def note_unsupported(self, section: Mapping[str, Any], kind: str, where: str) -> None:
         self.unsupported.extend(config_notices.not_supported(section, kind, where))
-
-
-def trimmed(value: Any, key: str) -> Any:
-    """A credential without the whitespace environment files leave around it (a trailing newline
-    would otherwise lock every client out), with a warning that names the key, never the value."""
-    if isinstance(value, str) and value != value.strip():
-        log.warning("%s had surrounding whitespace; it was trimmed", key)
-        return value.strip()
-    return value
 
 
 def load_config(path: str | Path, environ: Mapping[str, str]) -> GatewayConfig:
@@ -138,6 +136,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
     reader.note_unsupported(raw, "", "")
     general, litellm, router = (_settings(raw, name, known, reader) for name, known in (
         ("general_settings", _GENERAL), ("litellm_settings", _LITELLM), ("router_settings", _ROUTER)))
+    reader.unsupported.extend(config_notices.strategy_args_not_supported(router.get("routing_strategy_args")))
     models = raw.get("model_list") or []
     if not isinstance(models, list):
         raise ConfigError("model_list must be a list of deployments")
@@ -147,7 +146,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
     config = GatewayConfig(
         deployments=deployments,
         master_key=reader.resolve(general.get("master_key"), "general_settings.master_key")
-        or _environment_secret(environ, "LITELLM_MASTER_KEY", "MONETA_MASTER_KEY"),
+        or _environment_secret(reader, environ, "LITELLM_MASTER_KEY", "MONETA_MASTER_KEY"),
         database_url=_database_url(general, reader, environ),
         redis_url=_redis_url(router, general, reader, environ),
         max_request_body_bytes=int(_number(general.get("max_request_size_mb", 10), "general_settings.max_request_size_mb")
@@ -164,7 +163,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
         router_settings=router,
         litellm_settings=litellm,
         general_settings={k: v for k, v in general.items() if k != "master_key"},
-        notices=config_notices.notices(reader.unsupported, reader.unknown, len(deployments)),
+        notices=config_notices.notices(reader.unsupported, reader.unknown, len(deployments), reader.trimmed),
     )
     try:
         RouterSettings.from_config(config)  # its values are checked here, before anything starts
@@ -188,10 +187,10 @@ def _connection_limits(general: dict) -> ConnectionLimits:
     )
 
 
-def _environment_secret(environ: Mapping[str, str], *names: str) -> str | None:
+def _environment_secret(reader: _Reader, environ: Mapping[str, str], *names: str) -> str | None:
     for name in names:
         if environ.get(name):
-            return trimmed(environ[name], name)
+            return reader.trim(environ[name], name)
     return None
 
 
@@ -253,7 +252,18 @@ def _deployment(entry: Any, index: int, reader: _Reader, drop_params: bool) -> D
         # The gateway-wide drop_params reaches the adapters through each deployment.
         extra_params={"drop_params": drop_params} | {k: v for k, v in values.items() if k not in _ACTED_ON_PARAMS},
         model_info=dict(info),
+        model_template=_model_template(name, values["model"], p),
     )
+
+
+def _model_template(name: str, model: str, where: str) -> str | None:
+    """A pattern entry's model (`openai/*`), whose `*`s the matched parts of a call's model fill."""
+    if model_patterns.WILDCARD not in name + model:
+        return None
+    if model.count(model_patterns.WILDCARD) > name.count(model_patterns.WILDCARD):
+        raise ConfigError(f"{where}model: {model!r} has more '*' than its model_name {name!r}: "
+                          "each '*' takes the text a '*' of model_name matched")
+    return model
 
 
 def _deployment_id(name: str, params: dict, index: int) -> str:

@@ -40,10 +40,23 @@ NOT_SUPPORTED: dict[str, frozenset[str]] = {
 }
 
 
+# The router_settings.routing_strategy_args Moneta acts on; LiteLLM's others (ttl,
+# max_latency_list_size, ...) have no effect here.
+STRATEGY_ARGS = frozenset({"lowest_latency_buffer"})
+
+
 def not_supported(section: Mapping[str, Any], kind: str, where: str) -> list[str]:
     """The keys of `section` that ask for something Moneta does not do. A key set to false or
     left empty asks for nothing (`set_verbose: false`), so it is not named."""
     return [f"{where}{key}" for key, value in section.items() if key in NOT_SUPPORTED[kind] and _asks(value)]
+
+
+def strategy_args_not_supported(args: Any) -> list[str]:
+    """The routing_strategy_args that ask for something Moneta does not do."""
+    if not isinstance(args, Mapping):  # RouterSettings refuses it, naming the key
+        return []
+    return [f"router_settings.routing_strategy_args.{key}" for key, value in args.items()
+            if key not in STRATEGY_ARGS and _asks(value)]
 
 
 def _asks(value: Any) -> bool:
@@ -52,9 +65,12 @@ def _asks(value: Any) -> bool:
     return value is not None and value is not False and value != [] and value != {}
 
 
-def notices(unsupported: Iterable[str], unknown: Iterable[str], deployments: int) -> tuple[str, ...]:
+def notices(unsupported: Iterable[str], unknown: Iterable[str], deployments: int,
+            trimmed: Iterable[str] = ()) -> tuple[str, ...]:
     """The start-up warnings, one line each."""
     lines = []
+    if trimmed:
+        lines.append("these credentials had surrounding whitespace; it was trimmed: " + ", ".join(trimmed))
     if unsupported:
         lines.append("config keys accepted, not supported (they have no effect): " + ", ".join(unsupported))
     if unknown:

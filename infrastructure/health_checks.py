@@ -31,7 +31,9 @@ def background_health_checks(config: GatewayConfig, router: DeploymentRouter,
     if not settings.get("background_health_checks"):
         return None
     interval_s = float(settings.get("health_check_interval") or DEFAULT_INTERVAL_S)
-    return HealthChecks(config.deployments, router, providers, interval_s)
+    # A pattern entry (`openai/*`) names no model to ask.
+    deployments = tuple(d for d in config.deployments if not d.is_pattern)
+    return HealthChecks(deployments, router, providers, interval_s)
 
 
 class HealthChecks:

@@ -8,6 +8,7 @@ from decimal import Decimal
 from functools import lru_cache
 
 import genai_prices
+from genai_prices.data_snapshot import find_provider_by_id, get_snapshot
 
 from moneta.application.config import Deployment
 from moneta.domain.errors import BadRequestError
@@ -68,6 +69,12 @@ class PriceTable:
         if deployment.allow_zero_cost and _genai_model(priced_as.provider, priced_as.name) is None:
             return CostQuote(Decimal(0), "allow_zero_cost")
         return self._genai_quote(priced_as, usage, at)
+
+    def known_models(self, provider: str) -> list[str]:
+        found = find_provider_by_id(get_snapshot().providers, _PRICE_PROVIDER.get(provider, provider))
+        models = found.models if found is not None else []
+        # An id ending so ("ft:gpt-4o-mini-") is a prefix genai-prices matches fine-tunes by, not a model.
+        return [model.id for model in models if not model.id.endswith(("-", ".", ":"))]
 
     def _genai_quote(self, priced_as: ModelRef, usage: Usage, at: datetime) -> CostQuote:
         known = _genai_model(priced_as.provider, priced_as.name)

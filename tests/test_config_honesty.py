@@ -68,6 +68,16 @@ def test_accepted_keys_that_do_nothing_are_named_in_one_notice():
     assert config.deployments[0].extra_params["organization"] == "org-1"  # acted on: sent as OpenAI-Organization
 
 
+def test_routing_strategy_args_moneta_does_not_act_on_are_named():
+    config = parse_config({"model_list": MODELS, "router_settings": {
+        "routing_strategy": "latency-based-routing",
+        "routing_strategy_args": {"lowest_latency_buffer": 0.5, "ttl": 60, "max_latency_list_size": 10,
+                                  "allowed_fails": None}}}, {})
+    assert config.notices == ("config keys accepted, not supported (they have no effect): "
+                              "router_settings.routing_strategy_args.ttl, "
+                              "router_settings.routing_strategy_args.max_latency_list_size",)
+
+
 def test_a_missing_model_list_is_a_notice_naming_what_is_served():
     assert parse_config({"litellm_settings": {"drop_params": True}}, {}).notices == (
         "model_list is missing or empty: the proxy serves no model (every call is answered 404 model_not_found);"
@@ -75,7 +85,8 @@ def test_a_missing_model_list_is_a_notice_naming_what_is_served():
 
 
 def test_serve_warns_once_per_process_tree(tmp_path):
-    raw = {"model_list": MODELS, "litellm_settings": {"success_callback": ["langfuse"]},
+    models = [{"model_name": "demo", "litellm_params": {"model": "mock/demo", "api_key": "sk-padded\n"}}]
+    raw = {"model_list": models, "litellm_settings": {"success_callback": ["langfuse"]},
            "general_settings": {"master_ky": "typo", "database_url": f"sqlite:///{tmp_path / 'ledger.db'}"}}
     with LiveServer(raw, tmp_path, workers=2) as server:
         reply = httpx.post(server.base_url + "/v1/chat/completions",
@@ -84,6 +95,9 @@ def test_serve_warns_once_per_process_tree(tmp_path):
     log = server.log()
     assert log.count("litellm_settings.success_callback") == 1, log
     assert log.count("general_settings.master_ky") == 1, log
+    assert log.count("had surrounding whitespace") == 1, log
+    assert log.count("model_list[0].litellm_params.api_key") == 1, log
+    assert "sk-padded" not in log
 
 
 def test_an_invalid_value_stops_serve_before_anything_is_migrated(tmp_path):

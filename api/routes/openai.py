@@ -131,6 +131,6 @@ async def _audio_file(form: FormData) -> AudioFile:
 async def models(request: Request) -> Response:
     await authenticate(request)
     created = int(request.app.state.started_at)
-    names = visible(request.state.principal, request.app.state.container.config.model_names())
+    names = visible(request.state.principal, request.app.state.container.gateway.router.model_names())
     data = [{"id": name, "object": "model", "created": created, "owned_by": "moneta"} for name in names]
     return json_response({"object": "list", "data": data})

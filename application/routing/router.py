@@ -25,6 +25,7 @@ from moneta.application.ports import CooldownStore, PriceBook, Tokenizer, UsageM
 from moneta.application.routing.health_journal import HealthJournal
 from moneta.application.routing.live_stats import LiveStats
 from moneta.application.routing.settings import RouterSettings
+from moneta.application.routing.wildcards import WildcardGroups
 from moneta.application.tokens import count_messages_async, count_text_async
 from moneta.domain import routing_strategies as strategies
 from moneta.domain.cooldown_policy import manual_cooldown_s
@@ -67,26 +68,37 @@ class DeploymentRouter:
         self._clock = clock
         self._groups: dict[str, list[Deployment]] = {}
         for deployment in config.deployments:
-            self._groups.setdefault(deployment.model_name, []).append(deployment)
+            if not deployment.is_pattern:
+                self._groups.setdefault(deployment.model_name, []).append(deployment)
+        self._wildcards = WildcardGroups(config.deployments)
+        self._listed: list[str] | None = None
+        self._usage_based = self.settings.strategy == "usage-based-routing-v2"
         self._cost_per_token: dict[str, Decimal | None] = {}
-        usage_based = self.settings.strategy == "usage-based-routing-v2"
-        self._metered = {name for name, group in self._groups.items()
-                         if usage_based or any(d.rpm is not None or d.tpm is not None for d in group)}
-        self._token_counted = {name for name, group in self._groups.items()
-                               if usage_based or any(d.tpm is not None for d in group)}
 
     # -- choosing ----------------------------------------------------------------------------
 
     def group(self, model_group: str) -> Sequence[Deployment]:
-        group = self._groups.get(model_group)
+        """The deployments of a model group: an explicit one, else the one a pattern serves."""
+        group = self._find(model_group)
         if not group:
             raise ModelNotFoundError(
                 f"The model '{model_group}' does not exist or you do not have access to it.", param="model"
             )
         return group
 
+    def _find(self, model_group: str) -> list[Deployment] | None:
+        return self._groups.get(model_group) or self._wildcards.group(model_group)
+
     def groups(self) -> dict[str, list[Deployment]]:
-        return self._groups
+        """The explicit groups, and those the patterns serve that are in use."""
+        return {**self._groups, **self._wildcards.made()}
+
+    def model_names(self) -> list[str]:
+        """What `/v1/models` lists: the explicit groups, and the priced models the patterns serve."""
+        if self._listed is None:
+            listed = self._wildcards.listed(self._prices) if self._prices is not None else set()
+            self._listed = sorted(set(self._groups) | listed)
+        return self._listed
 
     def deployment(self, deployment_id: str) -> Deployment:
         for group in self._groups.values():
@@ -106,11 +118,11 @@ class DeploymentRouter:
         available = [d for d in group if d.id not in cooling]
         if not available:
             raise self._all_cooling(model_group, group, cooling)
-        tokens = await self._prompt_tokens(model_group, group, body)
+        tokens = await self._prompt_tokens(group, body)
         if self.settings.pre_call_checks:
             available = self._fitting(model_group, available, tokens)
         fresh = [d for d in available if d.id not in exclude] or available
-        if model_group in self._metered:
+        if self._usage_based or any(d.rpm is not None or d.tpm is not None for d in group):
             return await self._counted(model_group, fresh, tokens)
         return self._route(fresh, self._pick(fresh, tokens), tokens)
 
@@ -174,8 +186,9 @@ class DeploymentRouter:
             return None
         return quote.cost / _PRICE_PROBE.total_tokens if quote.cost else None
 
-    async def _prompt_tokens(self, model_group: str, group: Sequence[Deployment], body: dict[str, Any]) -> int:
-        needed = self.settings.pre_call_checks or model_group in self._token_counted
+    async def _prompt_tokens(self, group: Sequence[Deployment], body: dict[str, Any]) -> int:
+        needed = (self.settings.pre_call_checks or self._usage_based
+                  or any(d.tpm is not None for d in group))
         if not needed or self._tokenizer is None:
             return 0
         model = group[0].provider_model
@@ -224,7 +237,7 @@ class DeploymentRouter:
 
     async def on_failure(self, deployment: Deployment, error: GatewayError) -> None:
         policy = self.settings.cooldown
-        allowed = policy.allowed_fails_for(error, len(self._groups.get(deployment.model_name, ())))
+        allowed = policy.allowed_fails_for(error, len(self._find(deployment.model_name) or ()))
         if allowed is None:
             return
         until = await asyncio.to_thread(self.cooldowns.count_failure, deployment.id, failure_kind(error), allowed,
