@@ -3,6 +3,7 @@ it, and the official `openai` SDK as the client."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -367,3 +368,41 @@ def test_a_stream_with_tool_calls_assembles_and_plays_back():
         again.add(chunk)
     assert again.response(Usage()) == answer
     assert [c["object"] for c in played] == ["chat.completion.chunk"] * 3 and played[-1]["usage"]["total_tokens"] == 5
+
+
+# -- the read side -------------------------------------------------------------------------------
+
+
+def _cache_hit(world, filled_by: str):
+    from moneta.domain.usage import Usage
+
+    record = world.admit()
+    record.serve_from_cache(cache_key="k", filled_by=filled_by, usage=Usage(prompt_tokens=10, completion_tokens=5),
+                            latency_ms=0.2, finish_reason="stop")
+    world.ledger.record_blocking(record, timeout=10)
+    return record
+
+
+def test_a_hit_spends_nothing_and_leaves_no_call_in_flight_even_in_a_report_made_before_hits(world):
+    from moneta.projections.in_flight import InFlightQueries
+
+    with world.store.transaction() as cur:  # a usage report made before cache hits were counted
+        cur.execute("DROP TABLE usage_daily")
+        cur.execute(world.store.ddl("""CREATE TABLE usage_daily (day TEXT NOT NULL, api_key TEXT NOT NULL,
+            end_user TEXT NOT NULL, model TEXT NOT NULL, requests BIGINT NOT NULL, successful_requests BIGINT NOT NULL,
+            failed_requests BIGINT NOT NULL, interrupted_requests BIGINT NOT NULL, denied_requests BIGINT NOT NULL,
+            prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, total_tokens BIGINT NOT NULL,
+            spend {money} NOT NULL, PRIMARY KEY (day, api_key, end_user, model))"""))
+    world.runner.create_tables()
+    filled = world.completed(Decimal("0.5"))
+    hit = _cache_hit(world, str(filled.id))
+    world.runner.catch_up()
+
+    row = world.queries.spend_logs(request_id=str(hit.id)).rows[0]
+    assert (row["cache_hit"], row["spend"], row["status"], row["total_tokens"]) == (True, 0, "success", 15)
+    assert world.queries.total_spend("api_key", row["api_key"]) == Decimal("0.5")
+    (day,) = world.queries.spend_report(group_by="model")
+    (entry,) = day["models"]
+    assert (entry["requests"], entry["successful_requests"], entry["cache_hits"]) == (2, 2, 1)
+    assert entry["total_tokens"] == 15 and day["total_spend"] == Decimal("0.5")  # the provider's, once
+    assert InFlightQueries(world.store).admitted_before(datetime.now(UTC) + timedelta(hours=1)) == []
