@@ -12,8 +12,9 @@ from fastapi import Depends, FastAPI
 from moneta.api.auth import require_admin
 from moneta.api.errors import install_error_handlers
 from moneta.api.limits import BodySizeLimit
-from moneta.api.routes import anthropic, deployment_health, health, management, openai, realtime, utils
-from moneta.api.routes import deployment_cooldown
+from moneta.api.routes import (
+    anthropic, cache, deployment_cooldown, deployment_health, health, management, openai, realtime, utils,
+)
 from moneta.bootstrap import Container
 from moneta.infrastructure.http_session import close_session
 
@@ -74,6 +75,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(realtime.router)
     app.include_router(utils.router)
     app.include_router(health.router)
+    app.include_router(cache.router)
     app.include_router(deployment_health.router, dependencies=[Depends(require_admin)])
     app.include_router(deployment_cooldown.router)
     app.include_router(management.router)

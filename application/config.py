@@ -62,6 +62,22 @@ class ConnectionLimits:
     keep_alive_timeout_s: float = 5.0
 
 
+CACHED_CALL_TYPES = frozenset({"chat", "text_completion", "embedding"})
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """`litellm_settings.cache: true` with its `cache_params`: where answers are kept and for how
+    long (`ttl_s` None: no expiry), the key's namespace, and which calls are cached."""
+
+    kind: str = "local"  # "local" (this process) or "redis" (shared)
+    ttl_s: float | None = None
+    namespace: str = ""
+    call_types: frozenset[str] = CACHED_CALL_TYPES
+    max_entries: int = 200  # local only: LiteLLM's in-memory bound
+    redis_url: str | None = field(default=None, repr=False)
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     deployments: tuple[Deployment, ...] = ()
@@ -77,6 +93,7 @@ class GatewayConfig:
     ledger_timeout_s: float = 5.0  # how long a call waits for its events to be durable before its 503
     require_auth_for_metrics: bool = False  # GET /metrics asks for the master key
     connection_limits: ConnectionLimits = ConnectionLimits()
+    cache: CacheSettings | None = None  # response caching, when litellm_settings.cache is true
     # The settings as written: they may hold credentials (redis_password, database_url, ...).
     router_settings: dict[str, Any] = field(default_factory=dict, repr=False)
     litellm_settings: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -94,8 +111,10 @@ class GatewayConfig:
 
     @cached_property
     def _secrets(self) -> tuple[str, ...]:
-        values = [self.master_key, self.database_url, self.redis_url,
+        cache_url = self.cache.redis_url if self.cache else None
+        values = [self.master_key, self.database_url, self.redis_url, cache_url,
                   url_password(self.database_url or ""), url_password(self.redis_url or ""),
+                  url_password(cache_url or ""),
                   *(secret for d in self.deployments for secret in d.secrets()),
                   *secrets_in(self.general_settings), *secrets_in(self.router_settings),
                   *secrets_in(self.litellm_settings)]

@@ -22,7 +22,9 @@ from moneta.application.ports import (
     ProviderRegistry,
     Tokenizer,
 )
+from moneta.application.response_cache import Lookup, ResponseCache
 from moneta.application.routing import DeploymentRouter, Route
+from moneta.application.stream_assembly import StreamAssembler, as_chunks
 from moneta.application.streaming import StreamTally
 from moneta.application.tokens import count_messages_async, count_text_async
 from moneta.domain.errors import GatewayError
@@ -34,14 +36,15 @@ from moneta.domain.usage import Usage
 @dataclass(frozen=True)
 class Caller:
     """Who is calling: the hash of their key (never the key), the end user they name, who the key
-    belongs to, what the admission checks before routing decided (for the ledger), and whom to
-    tell once the call has ended (with its record)."""
+    belongs to, what the admission checks before routing decided (for the ledger), whom to
+    tell once the call has ended (with its record), and whom to tell the key of a cache hit."""
 
     key_hash: str = ""
     end_user: str = ""
     principal: dict[str, str] | None = None  # key_alias, team_id, user_id, org_id of a virtual key
     checks: dict[str, Any] = field(default_factory=dict)
     on_end: Callable[[RequestRecord], None] | None = None
+    on_cache_hit: Callable[[str], None] | None = None
 
 
 def _now() -> datetime:
@@ -58,8 +61,10 @@ class Gateway:
         prices: PriceBook,
         tokenizer: Tokenizer,
         instance: str = "",
+        cache: ResponseCache | None = None,
     ) -> None:
         """`instance` names this gateway process in each Admitted event (see `abandonment`)."""
+        self.cache = cache
         self.instance = instance
         self.config = config
         self.router = router
@@ -164,6 +169,9 @@ class Gateway:
         request_id: UUID,
         invoke: Callable[[Deployment], Awaitable[dict[str, Any]]],
     ) -> dict[str, Any]:
+        lookup = await self._look_up(call_type, body) if self.cache is not None else None
+        if lookup is not None and lookup.hit is not None:
+            return await self._from_cache(call_type, caller, body, request_id, lookup, stream=False)
         record, first, admitted = await self._admit(call_type, caller, body, request_id, stream=False)
         try:
             response, deployment, latency_ms = await self._attempt(record, first, admitted, body, invoke, stream=False)
@@ -183,6 +191,8 @@ class Gateway:
             finish_reason=_finish_reason(response),
         )
         await admitted.settle()
+        if lookup is not None:
+            await self._fill(lookup, response, usage, request_id)
         return response
 
     @staticmethod
@@ -219,13 +229,52 @@ class Gateway:
         completion = await count_text_async(self.tokenizer, model, "".join(str(t) for t in texts))
         return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion)
 
+    # -- the response cache ------------------------------------------------------------------
+
+    async def _look_up(self, call_type: str, body: dict[str, Any]) -> Lookup | None:
+        """The cache's answer to a call it applies to (a model group this gateway serves)."""
+        assert self.cache is not None
+        if not self.cache.applies(call_type) or body["model"] not in self.router.groups():
+            return None
+        return await self.cache.lookup(call_type, body)
+
+    async def _from_cache(self, call_type: str, caller: Caller, body: dict[str, Any], request_id: UUID,
+                          lookup: Lookup, *, stream: bool) -> dict[str, Any]:
+        """Records the hit (admitted, then answered from the cache: no provider, no cost) and
+        returns the cached answer once that is durable."""
+        assert lookup.hit is not None
+        started = time.perf_counter()
+        record = RequestRecord.admit(
+            request_id, call_type=call_type, key_hash=caller.key_hash, end_user=caller.end_user,
+            model_group=body["model"], stream=stream, decision={"cache": "hit", **caller.checks},
+            instance=self.instance, principal=caller.principal)
+        record.serve_from_cache(cache_key=lookup.key, filled_by=lookup.hit.filled_by, usage=lookup.hit.usage,
+                                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                                finish_reason=_finish_reason(lookup.hit.response))
+        if caller.on_cache_hit is not None:
+            caller.on_cache_hit(lookup.key)
+        if caller.on_end is not None:
+            caller.on_end(record)
+        await self.ledger.record(record)
+        return lookup.hit.response
+
+    async def _fill(self, lookup: Lookup, response: dict[str, Any], usage: Usage, request_id: UUID) -> None:
+        assert self.cache is not None
+        await self.cache.fill(lookup, response, usage, str(request_id))
+
     # -- streams -----------------------------------------------------------------------------
 
     async def _stream(
         self, caller: Caller, body: dict[str, Any], request_id: UUID, call_type: str
     ) -> AsyncGenerator[dict[str, Any], None]:
-        record, first, admitted = await self._admit(call_type, caller, body, request_id, stream=True)
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        lookup = await self._look_up(call_type, body) if self.cache is not None else None
+        if lookup is not None and lookup.hit is not None:
+            response = await self._from_cache(call_type, caller, body, request_id, lookup, stream=True)
+            for cached in as_chunks(response, wants_usage):
+                yield cached
+            return
+        record, first, admitted = await self._admit(call_type, caller, body, request_id, stream=True)
         started = time.perf_counter()
 
         async def open_stream(deployment: Deployment) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
@@ -239,12 +288,15 @@ class Gateway:
             await self._cancelled(record, admitted)
             raise
         tally = StreamTally(first_token_ms=(time.perf_counter() - started) * 1000)
+        filling = StreamAssembler() if lookup is not None and not lookup.controls.no_store else None
         ending: GatewayError | None = None  # stays None while the stream runs, or if the client leaves
         finished = False
         try:
             chunk: dict[str, Any] | None = head
             while chunk is not None:
                 tally.add(chunk)
+                if filling is not None:
+                    filling.add(chunk)
                 visible = tally.visible(chunk, wants_usage)
                 if visible is not None:
                     yield visible
@@ -255,7 +307,9 @@ class Gateway:
                     raise
             finished = True
         finally:
-            await self._settle_stream(record, admitted, deployment, body, tally, started, finished, ending)
+            usage = await self._settle_stream(record, admitted, deployment, body, tally, started, finished, ending)
+        if filling is not None and lookup is not None:
+            await self._fill(lookup, filling.response(usage), usage, request_id)
 
     async def _settle_stream(
         self,
@@ -267,7 +321,7 @@ class Gateway:
         started: float,
         finished: bool,
         ending: GatewayError | None,
-    ) -> None:
+    ) -> Usage:
         usage, estimated = await tally.usage_or_estimate(self.tokenizer, deployment.provider_model, body)
         quote = self.prices.quote(deployment, usage, _now())
         common = dict(
@@ -289,6 +343,7 @@ class Gateway:
             record.interrupt(**common, usage_estimated=estimated)
         # A disconnected client cancels this task: the writer still commits what was queued.
         await asyncio.shield(admitted.settle())
+        return usage
 
 
 async def _prepend(
@@ -303,8 +358,11 @@ async def _prepend(
 
 
 def _for(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
-    """The request as the deployment should receive it: its provider's model name."""
-    return {**body, "model": deployment.provider_model}
+    """The request as the deployment should receive it: its provider's model name, without the
+    gateway's own `cache` controls."""
+    sent = {**body, "model": deployment.provider_model}
+    sent.pop("cache", None)
+    return sent
 
 
 def _usage_of(call_type: str, response: dict[str, Any]) -> Usage | None:

@@ -153,6 +153,15 @@ class StreamOptions(Open):
     include_usage: NotRequired[Optional[bool]]
 
 
+class CacheControls(Open):
+    """LiteLLM's per-request cache controls (the gateway's own: never sent to a provider)."""
+
+    no_cache: NotRequired[Annotated[Optional[bool], Field(alias="no-cache")]]
+    no_store: NotRequired[Annotated[Optional[bool], Field(alias="no-store")]]
+    ttl: NotRequired[Annotated[Optional[Number], Field(alias="ttl", gt=0)]]
+    s_maxage: NotRequired[Annotated[Optional[Number], Field(alias="s-maxage", ge=0)]]
+
+
 class _Sampling(Open):
     """What chat and text completions share."""
 
@@ -171,6 +180,7 @@ class _Sampling(Open):
     user: NotRequired[Optional[str]]
     metadata: NotRequired[Optional[JSONObject]]
     drop_params: NotRequired[Optional[bool]]
+    cache: NotRequired[Optional[CacheControls]]
 
 
 class ChatRequest(_Sampling):
@@ -216,6 +226,7 @@ class EmbeddingRequest(Open):
     # OpenAI's largest model has 3,072; the bound keeps a provider from building huge vectors.
     dimensions: NotRequired[Optional[Annotated[int, Field(ge=1, le=65_536)]]]
     user: NotRequired[Optional[str]]
+    cache: NotRequired[Optional[CacheControls]]
 
 
 class TokenCountRequest(Open):

@@ -140,6 +140,25 @@ class UsageMeter(Protocol):
         ...
 
 
+class CacheStore(Protocol):
+    """Where cached answers are kept, as opaque bytes under their key. A store that cannot be
+    reached answers as if it held nothing, and takes what it is given without keeping it."""
+
+    kind: str  # "local" or "redis", as `/cache/ping` names it
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float | None) -> None:
+        """Keeps `value` for `ttl_s` seconds (None: until evicted)."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the store answers now."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class AggregateReader(Protocol):
     def get(self, aggregate_id: UUID) -> Any | None:
         """The aggregate at its latest version, or None if it has no events."""

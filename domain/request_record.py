@@ -2,7 +2,8 @@
 
 A request is either Denied (nothing reached a provider) or Admitted; an admitted request
 then has zero or more AttemptFailed (and, for a session, UsageAdded per response) and ends Completed, Interrupted (the client went away
-mid-stream: what was consumed is still recorded) or Failed (no attempt succeeded).
+mid-stream: what was consumed is still recorded), Failed (no attempt succeeded) or CacheHit
+(answered from the response cache: no provider was called).
 Spend is the `cost` of Completed and Interrupted events, in USD, as Decimal.
 """
 from __future__ import annotations
@@ -108,6 +109,21 @@ class RequestRecord(Aggregate):
 
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.outcome = "abandoned"
+
+    class CacheHit(Aggregate.Event):
+        """Answered from the response cache, no provider called. Not a Completed: whatever counts
+        provider calls (deployment health, provider tokens, billing) must not count it. `usage` is
+        the cached answer's, which `filled_by` (the request that stored it) paid for."""
+
+        cache_key: str
+        filled_by: str
+        usage: dict[str, int]
+        cost: Decimal  # always 0: kept so that every outcome with usage states its cost
+        latency_ms: float
+        finish_reason: str | None
+
+        def apply(self, aggregate: "RequestRecord") -> None:
+            aggregate.outcome = "cache_hit"
 
     class UsageAdded(Aggregate.Event):
         """One response of a session that spans many (a Realtime API session): its usage and cost.
@@ -276,6 +292,12 @@ class RequestRecord(Aggregate):
         self._require_open()
         self.trigger_event(self.UsageAdded, response_id=response_id, usage=usage.as_event_fields(), cost=cost,
                            price_source=price_source)
+
+    def serve_from_cache(self, *, cache_key: str, filled_by: str, usage: Usage, latency_ms: float,
+                         finish_reason: str | None = None) -> None:
+        self._require_open()
+        self.trigger_event(self.CacheHit, cache_key=cache_key, filled_by=filled_by, usage=usage.as_event_fields(),
+                           cost=Decimal(0), latency_ms=latency_ms, finish_reason=finish_reason)
 
     def fail(self, *, status_code: int, error_type: str, reason: str) -> None:
         self._require_open()

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from moneta.application.config import ConnectionLimits, Deployment, GatewayConfig
+from moneta.application.config import CACHED_CALL_TYPES, CacheSettings, ConnectionLimits, Deployment, GatewayConfig
 from moneta.application.routing.settings import RouterSettings
 from moneta.domain import model_patterns
 from moneta.domain.model_ref import ModelRef
@@ -74,8 +74,19 @@ _ROUTER = {"routing_strategy", "routing_strategy_args", "num_retries", "retry_po
 
 # Booleans Moneta acts on, per section: YAML booleans or the strings "true" / "false".
 _FLAGS = {"general_settings": ("background_health_checks", "strict_pricing", "require_auth_for_metrics_endpoint"),
-          "litellm_settings": ("drop_params",),
+          "litellm_settings": ("drop_params", "cache"),
           "router_settings": ("disable_cooldowns", "enable_pre_call_checks")}
+
+
+_CACHE_PARAMS = ("type", "ttl", "default_in_memory_ttl", "default_in_redis_ttl", "namespace", "host", "port",
+                 "password", "supported_call_types", "max_size_in_memory", "mode")
+_CACHE_TYPES = ("local", "redis")
+# LiteLLM's call types, by the gateway's: the others (transcription, rerank, ...) are not cached.
+_CACHE_CALL_TYPES = {"completion": "chat", "acompletion": "chat", "text_completion": "text_completion",
+                     "atext_completion": "text_completion", "embedding": "embedding", "aembedding": "embedding"}
+_UNCACHED_CALL_TYPES = {"transcription", "atranscription", "rerank", "arerank", "aresponses", "responses",
+                        "speech", "aspeech", "image_generation", "aimage_generation", "moderation", "amoderation",
+                        "_arealtime", "arealtime", "anthropic_messages", "amessages"}
 
 
 class ConfigError(ValueError):
@@ -143,12 +154,14 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
     drop_params = litellm.get("drop_params", False)
     deployments = tuple(_deployment(entry, i, reader, drop_params) for i, entry in enumerate(models))
     _optional_number(general.get("health_check_interval"), "general_settings.health_check_interval")
+    redis_url = _redis_url(router, general, reader, environ)
+    cache = _cache(litellm, reader, redis_url)
     config = GatewayConfig(
         deployments=deployments,
         master_key=reader.resolve(general.get("master_key"), "general_settings.master_key")
         or _environment_secret(reader, environ, "LITELLM_MASTER_KEY", "MONETA_MASTER_KEY"),
         database_url=_database_url(general, reader, environ),
-        redis_url=_redis_url(router, general, reader, environ),
+        redis_url=redis_url,
         max_request_body_bytes=int(_number(general.get("max_request_size_mb", 10), "general_settings.max_request_size_mb")
                                    * 1024 * 1024),
         num_retries=_int(router.get("num_retries", litellm.get("num_retries", 0)), "router_settings.num_retries"),
@@ -159,6 +172,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
         abandon_after_s=_positive(general.get("abandon_after_s", 30), "general_settings.abandon_after_s"),
         ledger_timeout_s=_positive(general.get("ledger_timeout_s", 5), "general_settings.ledger_timeout_s"),
         connection_limits=_connection_limits(general),
+        cache=cache,
         require_auth_for_metrics=general.get("require_auth_for_metrics_endpoint", False),
         router_settings=router,
         litellm_settings=litellm,
@@ -170,6 +184,61 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return config
+
+
+def _cache(litellm: dict, reader: _Reader, redis_url: str | None) -> CacheSettings | None:
+    """`cache: true` and its `cache_params`; anything else LiteLLM can cache with (s3, disk,
+    semantic caches) stops start-up, since a cache the operator believes in must exist."""
+    where = "litellm_settings.cache_params"
+    params = litellm.get("cache_params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    for key in params:
+        if key not in _CACHE_PARAMS:
+            raise ConfigError(f"{where}.{key} is not supported: Moneta caches in memory or in Redis"
+                              f" ({', '.join(_CACHE_PARAMS)})")
+    kind = params.get("type", "local")
+    if kind not in _CACHE_TYPES:
+        raise ConfigError(f"{where}.type: {params['type']!r} is not one of {', '.join(_CACHE_TYPES)}")
+    if params.get("mode", "default_on") != "default_on":
+        raise ConfigError(f"{where}.mode: {params['mode']!r} is not supported (only default_on)")
+    if not litellm.get("cache"):
+        return None
+    ttl = params.get("ttl", params.get(f"default_in_{'memory' if kind == 'local' else 'redis'}_ttl"))
+    default_ttl = 600.0 if kind == "local" else None  # LiteLLM's: Redis entries do not expire unless told
+    return CacheSettings(
+        kind=kind,
+        ttl_s=default_ttl if ttl is None else _positive(ttl, f"{where}.ttl"),
+        namespace=str(params.get("namespace") or ""),
+        call_types=_cache_call_types(params.get("supported_call_types"), reader, where),
+        max_entries=int(_positive(params.get("max_size_in_memory", 200), f"{where}.max_size_in_memory")),
+        redis_url=_cache_redis_url(params, reader, redis_url, where) if kind == "redis" else None,
+    )
+
+
+def _cache_call_types(names: Any, reader: _Reader, where: str) -> frozenset[str]:
+    if names is None:
+        return CACHED_CALL_TYPES
+    if not isinstance(names, list):
+        raise ConfigError(f"{where}.supported_call_types must be a list")
+    for name in names:
+        if name in _UNCACHED_CALL_TYPES:
+            reader.unsupported.append(f"{where}.supported_call_types[{name}]")
+        elif name not in _CACHE_CALL_TYPES:
+            raise ConfigError(f"{where}.supported_call_types: {name!r} is not one of"
+                              f" {', '.join(sorted(_CACHE_CALL_TYPES))}")
+    return frozenset(_CACHE_CALL_TYPES[name] for name in names if name in _CACHE_CALL_TYPES)
+
+
+def _cache_redis_url(params: dict, reader: _Reader, redis_url: str | None, where: str) -> str:
+    host = reader.resolve(params.get("host"), f"{where}.host")
+    if not host:
+        if not redis_url:
+            raise ConfigError(f"{where}.type redis needs {where}.host, router_settings.redis_host or REDIS_URL")
+        return redis_url
+    port = _int(reader.resolve(params.get("port", 6379), f"{where}.port"), f"{where}.port")
+    password = reader.resolve(params.get("password"), f"{where}.password")
+    return f"redis://{f':{password}@' if password else ''}{host}:{port}/0"
 
 
 def _connection_limits(general: dict) -> ConnectionLimits:

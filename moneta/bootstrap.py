@@ -24,7 +24,7 @@ from moneta.application.access_sync import DirectorySync
 from moneta.application.authentication import Authenticator
 from moneta.application.end_users import EndUsers
 from moneta.application.management.context import Context
-from moneta.application.config import Deployment, GatewayConfig
+from moneta.application.config import CacheSettings, Deployment, GatewayConfig
 from moneta.application.gateway import Gateway
 from moneta.application.price_check import priced_only
 from moneta.application.ports import (
@@ -38,6 +38,7 @@ from moneta.application.ports import (
     UsageMeter,
 )
 from moneta.application.rate_limit_check import RateLimits
+from moneta.application.response_cache import ResponseCache
 from moneta.application.rate_limits import LimitStore
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
@@ -90,6 +91,7 @@ class Container:
     usage: UsageMeter
     realtime: RealtimeConnector
     limits: LimitStore = field(default_factory=lambda: _in_process_limits())
+    cache: ResponseCache | None = None  # response caching, when the config turns it on
     instance: str = field(default_factory=lambda: instance_name())  # this process, in the ledger's Admitted events
     directory: Directory = field(default_factory=Directory)  # keys, teams, users, ... in memory
     gateway: Gateway = field(init=False)
@@ -111,6 +113,8 @@ class Container:
         self.end_users = EndUsers(self.directory, store, self.config.litellm_settings.get("max_end_user_budget_id"))
         self.rate_limits = RateLimits(self.limits, self.directory)
         self.background.append(_Closing(self.limits.close))
+        if self.cache is not None:
+            self.background.append(_Closing(self.cache.store.close))
 
     def read_access_view(self, view: AccessViewReader) -> None:
         """Keys, teams, users, ... from the access view: loaded now, kept fresh in the background,
@@ -139,7 +143,8 @@ class Container:
         journal = HealthJournal(self.reader, self.ledger)
         router = DeploymentRouter(config, cooldowns or self.cooldowns, usage or self.usage, journal, self.tokenizer,
                                   self.prices)
-        return Gateway(config, router, self.providers, self.ledger, self.prices, self.tokenizer, self.instance)
+        return Gateway(config, router, self.providers, self.ledger, self.prices, self.tokenizer, self.instance,
+                       cache=self.cache)
 
     def on_close(self, action: Callable[[], None]) -> None:
         self._closing.append(action)
@@ -228,7 +233,20 @@ def build(config: GatewayConfig, environ: Mapping[str, str] | None = None, *, mi
                      reader=EventStoreReader(event_store),
                      providers=providers, prices=price_book(), tokenizer=tokenizer(),
                      cooldowns=cooldowns, usage=usage, realtime=RealtimeWebSockets(providers),
-                     limits=limits or _in_process_limits())
+                     limits=limits or _in_process_limits(), cache=response_cache(config.cache))
+
+
+def response_cache(settings: CacheSettings | None) -> ResponseCache | None:
+    if settings is None:
+        return None
+    if settings.kind == "redis":
+        from moneta.infrastructure.cache_redis import RedisCacheStore
+
+        assert settings.redis_url is not None  # the config loader requires one for a Redis cache
+        return ResponseCache(RedisCacheStore(settings.redis_url), settings)
+    from moneta.infrastructure.cache_in_process import InProcessCacheStore
+
+    return ResponseCache(InProcessCacheStore(settings.max_entries), settings)
 
 
 def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:

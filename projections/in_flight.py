@@ -19,7 +19,8 @@ DDL = (
         admitted_at {timestamp} NOT NULL
     )""",
 )
-_ENDINGS = (RequestRecord.Completed, RequestRecord.Failed, RequestRecord.Abandoned)  # Interrupted is a Completed
+_ENDINGS = (RequestRecord.Completed, RequestRecord.Failed, RequestRecord.Abandoned,  # Interrupted is a Completed
+            RequestRecord.CacheHit)
 EVENT_TYPES = (RequestRecord.Admitted, RequestRecord.Interrupted, *_ENDINGS)
 
 

@@ -102,7 +102,7 @@ class SpendQueries:
 
 
 def _log_row(row: dict[str, Any]) -> dict[str, Any]:
-    metadata = row["metadata"]
+    metadata = json.loads(row["metadata"]) if isinstance(row["metadata"], str) else row["metadata"]
     return {
         "request_id": row["request_id"],
         "call_type": row["call_type"],
@@ -125,8 +125,8 @@ def _log_row(row: dict[str, Any]) -> dict[str, Any]:
         "error_type": row["error_type"],
         "status_code": row["status_code"],
         "price_source": row["price_source"],
-        "cache_hit": False,
-        "metadata": json.loads(metadata) if isinstance(metadata, str) else metadata,
+        "cache_hit": bool(metadata.get("cache_hit")),
+        "metadata": metadata,
     }
 
 

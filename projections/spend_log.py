@@ -2,7 +2,8 @@
 
 Admitted opens the row as 'pending' (in flight; queries leave those out), each AttemptFailed
 counts an attempt and names the deployment tried, and the outcome event completes the row.
-A Denied request is a whole row at once.
+A Denied request is a whole row at once. A CacheHit is a success at zero spend, with the cached
+answer's tokens and `cache_hit` in its metadata (as LiteLLM's spend log has a cache_hit column).
 
 A page costs two statements: one read of the rows its events touch, then one upsert of those
 rows, brought up to date in memory event by event.
@@ -57,6 +58,7 @@ EVENT_TYPES = (
     RequestRecord.Interrupted,
     RequestRecord.Failed,
     RequestRecord.Abandoned,
+    RequestRecord.CacheHit,
 )
 
 COLUMNS = (
@@ -76,7 +78,8 @@ def upgrade(cur: ViewCursor) -> None:
             cur.execute(f"ALTER TABLE spend_logs ADD COLUMN {column} TEXT")
     cur.execute("CREATE INDEX IF NOT EXISTS spend_logs_team ON spend_logs (team_id, start_time)")
 _UPSERT = upsert_sql("spend_logs", COLUMNS, key=("request_id",))
-_OUTCOMES = (RequestRecord.Denied, RequestRecord.Completed, RequestRecord.Failed, RequestRecord.Abandoned)
+_OUTCOMES = (RequestRecord.Denied, RequestRecord.Completed, RequestRecord.Failed, RequestRecord.Abandoned,
+             RequestRecord.CacheHit)
 
 
 def apply_page(cur: ViewCursor, page: Page) -> None:
@@ -124,6 +127,8 @@ def _apply(rows: dict[str, dict[str, Any]], event: Any, request_id: str) -> None
     elif isinstance(event, RequestRecord.Failed):
         row.update(end_time=event.timestamp, status="failure", error_type=event.error_type,
                    status_code=event.status_code, metadata={"reason": event.reason})
+    elif isinstance(event, RequestRecord.CacheHit):
+        row.update(_cache_hit(event))
     elif isinstance(event, RequestRecord.Abandoned):
         row.update(end_time=event.timestamp, status="abandoned", model_id=event.deployment_id or row["model_id"],
                    metadata={"reason": event.reason, "instance": event.instance})
@@ -136,6 +141,20 @@ def _outcome(event: Any) -> dict[str, Any]:
     if event.cause == "upstream_error":
         return {"status": "failure", "error_type": event.error_type, "status_code": event.status_code}
     return {"status": "client_disconnected"}
+
+
+def _cache_hit(event: Any) -> dict[str, Any]:
+    prompt, completion = event.usage.get("prompt_tokens", 0), event.usage.get("completion_tokens", 0)
+    return {
+        "end_time": event.timestamp,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "spend": event.cost,
+        "status": "success",
+        "metadata": {"cache_hit": True, "cache_key": event.cache_key, "filled_by": event.filled_by,
+                     "finish_reason": event.finish_reason, "latency_ms": event.latency_ms},
+    }
 
 
 def _opened(event: Any, request_id: str, *, status: str, metadata: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 It is derived from the spend log rows of the requests that ended in the page (`Page.ended_requests`),
 so it must be applied after `spend_log` in the runner. Denied requests count as requests with
-zero spend; the end user is part of the grain so that the report can group by customer.
+zero spend; the end user is part of the grain so that the report can group by customer. A cache
+hit counts as a successful request and in `cache_hits`, without tokens (no provider served it).
 
 A page costs one statement: the page's totals are summed per row of the report first, because
 one upsert may not touch the same row twice.
@@ -28,6 +29,7 @@ DDL = (
         failed_requests BIGINT NOT NULL,
         interrupted_requests BIGINT NOT NULL,
         denied_requests BIGINT NOT NULL,
+        cache_hits BIGINT NOT NULL DEFAULT 0,
         prompt_tokens BIGINT NOT NULL,
         completion_tokens BIGINT NOT NULL,
         total_tokens BIGINT NOT NULL,
@@ -36,7 +38,7 @@ DDL = (
     )""",
 )
 EVENT_TYPES = (RequestRecord.Denied, RequestRecord.Completed, RequestRecord.Interrupted, RequestRecord.Failed,
-               RequestRecord.Abandoned)
+               RequestRecord.Abandoned, RequestRecord.CacheHit)
 
 COUNTERS = (
     "requests",
@@ -44,6 +46,7 @@ COUNTERS = (
     "failed_requests",
     "interrupted_requests",
     "denied_requests",
+    "cache_hits",
     "prompt_tokens",
     "completion_tokens",
     "total_tokens",
@@ -56,6 +59,12 @@ _STATUS_COUNTER = {
     "abandoned": "failed_requests",  # its process died: a failure as the caller saw it
 }
 _KEY = ("day", "api_key", "end_user", "model")
+
+
+def upgrade(cur: ViewCursor) -> None:
+    """Brings a report made before cache hits were counted up to DDL."""
+    if "cache_hits" not in cur.columns("usage_daily"):
+        cur.execute("ALTER TABLE usage_daily ADD COLUMN cache_hits BIGINT NOT NULL DEFAULT 0")
 
 
 def apply_page(cur: ViewCursor, page: Page) -> None:
@@ -72,9 +81,13 @@ def apply_page(cur: ViewCursor, page: Page) -> None:
 
 def _counts(row: dict[str, Any]) -> dict[str, int]:
     counts = dict.fromkeys(COUNTERS, 0)
-    counts.update(requests=1, prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
-                  total_tokens=row["total_tokens"])
+    counts.update(requests=1)
     counts[_STATUS_COUNTER[row["status"]]] = 1
+    if row["metadata"].get("cache_hit"):
+        counts.update(cache_hits=1)
+    else:
+        counts.update(prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
+                      total_tokens=row["total_tokens"])
     return counts
 
 

@@ -63,7 +63,7 @@ def test_accepted_keys_that_do_nothing_are_named_in_one_notice():
     assert config.notices == ("config keys accepted, not supported (they have no effect): guardrails, "
                               "general_settings.alerting, general_settings.store_model_in_db, "
                               "general_settings.pass_through_endpoints, litellm_settings.success_callback, "
-                              "litellm_settings.callbacks, litellm_settings.cache, router_settings.model_group_alias, "
+                              "litellm_settings.callbacks, router_settings.model_group_alias, "
                               "model_list[0].litellm_params.max_retries",)
     assert config.deployments[0].extra_params["organization"] == "org-1"  # acted on: sent as OpenAI-Organization
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any, Awaitable, Callable, cast
 
 import orjson
 from fastapi import Request, Response
 from starlette.datastructures import FormData
 
-from moneta.api.admission import admit, checked, gateway, new_request_id, with_refusal
+from moneta.api.admission import Admitted, admit, checked, gateway, new_request_id, with_refusal
 from moneta.api.auth import authenticate
 from moneta.api.body import check_declared_size
 from moneta.api.errors import public
@@ -51,23 +52,35 @@ def _checked(validate: Callable[[Any], str]) -> Callable[[Any], dict[str, Any]]:
     return check
 
 
+def _caller(request: Request, call: Admitted) -> Caller:
+    """The caller, with a cache hit's key to answer in LiteLLM's `x-litellm-cache-key` header."""
+    if request.app.state.container.cache is None:
+        return call.caller
+
+    def tell(key: str) -> None:
+        request.state.response_headers = [*getattr(request.state, "response_headers", ()),
+                                          (b"x-litellm-cache-key", key.encode())]
+
+    return replace(call.caller, on_cache_hit=tell)
+
+
 async def _call(
     request: Request, call_type: str, validate: Callable[[Any], str],
     run: Callable[[Gateway, Caller, dict[str, Any], uuid.UUID], Awaitable[dict[str, Any]]],
 ) -> Response:
     call = await admit(request, call_type, _checked(validate))
-    return _json(await run(gateway(request), call.caller, call.call, call.request_id), call.request_id)
+    return _json(await run(gateway(request), _caller(request, call), call.call, call.request_id), call.request_id)
 
 
 @router.post("/v1/chat/completions", "/chat/completions")
 async def chat_completions(request: Request) -> Response:
     call = await admit(request, "chat", _checked(validation.validate_chat))
     if call.body.get("stream"):
-        chunks = await gateway(request).open_chat_stream(call.caller, call.call, call.request_id)
+        chunks = await gateway(request).open_chat_stream(_caller(request, call), call.call, call.request_id)
         secrets = request.app.state.container.config.secrets()
         return stream_response(chunks, _Framing(str(call.request_id), secrets), secrets,
                                {"x-request-id": str(call.request_id)})
-    return _json(await gateway(request).chat(call.caller, call.call, call.request_id), call.request_id)
+    return _json(await gateway(request).chat(_caller(request, call), call.call, call.request_id), call.request_id)
 
 
 @router.post("/v1/completions", "/completions")
