@@ -68,8 +68,9 @@ async def checked(request: Request, caller: Caller, call: dict[str, Any],
     if decision is None:
         return caller, call
     request.state.response_headers = headers(decision)
-    return Caller(caller.key_hash, caller.end_user, caller.principal, {**caller.checks, "limits": decision.as_event()},
-                  rate_limits.settler(str(request_id), limits)), call
+    checks = {**caller.checks, "limits": decision.as_event()}
+    return Caller(key_hash=caller.key_hash, end_user=caller.end_user, principal=caller.principal, checks=checks,
+                  on_end=rate_limits.settler(str(request_id), limits)), call
 
 
 def with_refusal(caller: Caller, error: GatewayError) -> Caller:

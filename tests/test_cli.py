@@ -42,7 +42,7 @@ def test_config_check_prints_what_is_served_and_starts_nothing(tmp_path):
              "model_info": {"id": "az"}},
             {"model_name": "demo", "litellm_params": {"model": "mock/demo"}, "model_info": {"id": "mock"}},
         ],
-        "litellm_settings": {"cache": True},
+        "litellm_settings": {"success_callback": ["langfuse"]},
         "general_settings": {"database_url": f"sqlite:///{ledger}"},
     })
     result = _moneta("config", "check", "--config", path, cwd=tmp_path)
@@ -55,7 +55,7 @@ def test_config_check_prints_what_is_served_and_starts_nothing(tmp_path):
         "demo: 1 deployment",
         "  mock  mock/demo  $1 input, $2 output per 1M tokens (mock demo price)",
     ]
-    assert result.stderr == "warning: config keys accepted, not supported (they have no effect): litellm_settings.cache\n"
+    assert result.stderr == "warning: config keys accepted, not supported (they have no effect): litellm_settings.success_callback\n"
     assert not ledger.exists() and list(tmp_path.iterdir()) == [tmp_path / "config.yaml"]
 
 

@@ -59,7 +59,7 @@ def test_rpm_answers_openai_headers_then_a_429_naming_the_scope(server: LiveServ
     error = refused.json()["error"]
     assert error["type"] == "rate_limit_error" and error["code"] == "rate_limit_exceeded"
     assert error["message"].startswith("Rate limit reached for key:") and "rpm_limit 3" in error["message"]
-    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert 1 <= int(refused.headers["retry-after"]) <= 120  # the previous minute fades out over the next
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
 
     admitted = events(server.ledger_url, answers[0].headers["x-request-id"])[0]  # type: ignore[attr-defined]
