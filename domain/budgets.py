@@ -96,6 +96,7 @@ class BudgetLine(NamedTuple):
     period: str  # the period's start, ISO 8601 ("" for a budget without duration)
     limit: int  # nano-dollars
     resets_at: str | None  # the period's end, ISO 8601
+    soft: int | None = None  # nano-dollars: crossing it raises an alert (once per scope and period)
 
 
 class Headroom(NamedTuple):
@@ -123,6 +124,7 @@ class BudgetDecision(NamedTuple):
 def _seen_event(headroom: Headroom) -> dict:
     line = headroom.line
     return {"scope": line.scope, "period": line.period, "limit": str(from_nanos(line.limit)),
+            "soft": None if line.soft is None else str(from_nanos(line.soft)),
             "spent": str(from_nanos(headroom.spent)), "reserved": str(from_nanos(headroom.reserved)),
             "resets_at": line.resets_at}
 
