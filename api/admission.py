@@ -4,15 +4,18 @@ caller is recorded in the ledger, with what the checks saw, before it is answere
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from moneta.api.auth import END_USER_HEADER, authenticate
 from moneta.api.body import parse_json, read_body
 from moneta.application.authorization import model_for
 from moneta.application.gateway import Caller, Gateway
+from moneta.application.budget_check import BudgetRefused, Budgets
 from moneta.application.rate_limit_check import LimitRefused, RateLimits, headers
 from moneta.domain.errors import GatewayError
 
@@ -41,50 +44,92 @@ async def admit(request: Request, call_type: str, check: Callable[[Any], dict[st
     caller = await authenticate(request)
     request_id = new_request_id(request)
     body: Any = {}
+    seen: dict[str, Any] = {}
     try:
         body = parse_json(await read_body(request))
         call = check(body)
         caller = _with_end_user(request, caller, call)
-        caller, call = await checked(request, caller, call, request_id)
+        caller, call = await checked(request, caller, call, request_id, call_type, seen)
     except GatewayError as error:
         model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else ""
-        await gateway(request).deny(with_refusal(caller, error), call_type, model, error, request_id)
+        await gateway(request).deny(with_seen(caller, seen), call_type, model, error, request_id)
         raise
     return Admitted(caller, body, call, request_id)
 
 
-async def checked(request: Request, caller: Caller, call: dict[str, Any],
-                  request_id: uuid.UUID) -> tuple[Caller, dict[str, Any]]:
-    """The checks after validation: the model and end user allowed, then the rate limits taken
-    (given back when the call ends). Their headers go out with the response, refused or not."""
+async def checked(request: HTTPConnection, caller: Caller, call: dict[str, Any], request_id: uuid.UUID,
+                  call_type: str, seen: dict[str, Any], audio_bytes: int = 0) -> tuple[Caller, dict[str, Any]]:
+    """The checks after validation: the model and end user allowed, the rate limits taken, the
+    budgets reserved (both given back when the call ends). What they saw goes into `seen`, for
+    the ledger, refused or not; the rate limits' headers go out with the response."""
     call = authorize(request, caller, call)
-    rate_limits: RateLimits = request.app.state.container.rate_limits
-    limits = rate_limits.limits(getattr(request.state, "principal", None), call["model"], caller.end_user)
+    container = request.app.state.container
+    principal = getattr(request.state, "principal", None)
+    rate_limits: RateLimits = container.rate_limits
+    limits = rate_limits.limits(principal, call["model"], caller.end_user)
     try:
         decision = await rate_limits.take(str(request_id), limits)
     except LimitRefused as refused:
         request.state.response_headers = headers(refused.decision)
+        seen["limits"] = refused.decision.as_event()
         raise
-    if decision is None:
+    ends = []
+    if decision is not None:
+        request.state.response_headers = headers(decision)
+        seen["limits"] = decision.as_event()
+        ends.append(rate_limits.settler(str(request_id), limits))
+    try:
+        call = await _reserve(container.budgets, principal, caller, call, request_id, call_type, seen, ends,
+                              audio_bytes)
+    except GatewayError:
+        if decision is not None:
+            rate_limits.release(str(request_id), limits)
+        raise
+    if not ends:
         return caller, call
-    request.state.response_headers = headers(decision)
-    checks = {**caller.checks, "limits": decision.as_event()}
-    return Caller(key_hash=caller.key_hash, end_user=caller.end_user, principal=caller.principal, checks=checks,
-                  on_end=rate_limits.settler(str(request_id), limits)), call
+    return Caller(key_hash=caller.key_hash, end_user=caller.end_user, principal=caller.principal,
+                  checks={**caller.checks, **seen}, on_end=_all(ends)), call
 
 
-def with_refusal(caller: Caller, error: GatewayError) -> Caller:
-    if isinstance(error, LimitRefused):
-        return replace(caller, checks={**caller.checks, "limits": error.decision.as_event()})
-    return caller
+async def _reserve(budgets: Budgets, principal: Any, caller: Caller, call: dict[str, Any], request_id: uuid.UUID,
+                   call_type: str, seen: dict[str, Any], ends: list[Callable[[Any], None]],
+                   audio_bytes: int) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    lines = budgets.lines(principal, call["model"], caller.end_user, now)
+    if not lines:
+        return call
+    try:
+        reservation = await budgets.check_budget(str(request_id), lines, call_type, call, now, audio_bytes)
+    except BudgetRefused as refused:
+        seen["budget"] = refused.decision.as_event()
+        raise
+    seen["budget"] = reservation.as_event()
+    if reservation.lines:
+        ends.append(budgets.settler(str(request_id), reservation))
+    return reservation.call
 
 
-def _with_end_user(request: Request, caller: Caller, call: dict[str, Any]) -> Caller:
+def _all(ends: list[Callable[[Any], None]]) -> Callable[[Any], None]:
+    if len(ends) == 1:
+        return ends[0]
+
+    def each(record: Any) -> None:
+        for end in ends:
+            end(record)
+    return each
+
+
+def with_seen(caller: Caller, seen: dict[str, Any]) -> Caller:
+    """The caller as a Denied event records it: with what the checks saw before one refused."""
+    return replace(caller, checks={**caller.checks, **seen}) if seen else caller
+
+
+def _with_end_user(request: HTTPConnection, caller: Caller, call: dict[str, Any]) -> Caller:
     end_user = request.headers.get(END_USER_HEADER) or (str(call["user"]) if call.get("user") else "")
     return replace(caller, end_user=end_user[:256]) if end_user else caller
 
 
-def authorize(request: Request, caller: Caller, call: dict[str, Any]) -> dict[str, Any]:
+def authorize(request: HTTPConnection, caller: Caller, call: dict[str, Any]) -> dict[str, Any]:
     """The call with its model group named as the key's aliases say, once the key may call it and
     its end user is not blocked."""
     principal = getattr(request.state, "principal", None)

@@ -6,6 +6,7 @@ refused naming the field and what it must be. `None` means "not set" for every o
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
@@ -60,6 +61,17 @@ def duration(name: str, value: Any) -> str:
     return value
 
 
+def moment(name: str, value: Any) -> str:
+    """An ISO 8601 time with its offset (naive times are taken as UTC), kept as text."""
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise _fail(name, "an ISO 8601 time, e.g. '2026-12-31T23:59:00Z'")
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat()
+
+
 def texts(name: str, value: Any) -> list[str]:
     if not isinstance(value, list) or len(value) > 1000:
         raise _fail(name, "a list of strings")
@@ -111,7 +123,7 @@ KEY = {
     "key_alias": text, "models": texts, **BUDGET, "model_max_budget": budgets_by_model, **LIMITS,
     "model_rpm_limit": counts_by_model, "model_tpm_limit": counts_by_model, "metadata": mapping,
     "duration": duration, "team_id": text, "user_id": text, "blocked": flag, "aliases": names_by_name,
-    "budget_id": text,
+    "budget_id": text, "temp_budget_increase": money, "temp_budget_expiry": moment,
 }
 TEAM = {
     "team_id": text, "team_alias": text, "models": texts, **BUDGET, **LIMITS, "metadata": mapping,

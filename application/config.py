@@ -6,6 +6,7 @@ facade builds one from call arguments instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
@@ -79,6 +80,18 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """The budgets the config itself sets, and how budgets behave."""
+
+    proxy_max_budget: Decimal | None = None  # litellm_settings.max_budget: the whole proxy
+    proxy_duration: str | None = None  # litellm_settings.budget_duration
+    timezone: str | None = None  # litellm_settings.timezone: day, week and month periods follow its calendar
+    fail_open: bool = False  # general_settings.budget_fail_open: admit when the counters cannot be read
+    alert_share: Decimal | None = None  # general_settings.budget_alert_share: alert at max_budget x share
+    end_user_budget_id: str | None = None  # litellm_settings.max_end_user_budget_id
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     deployments: tuple[Deployment, ...] = ()
     master_key: str | None = field(default=None, repr=False)
@@ -94,6 +107,7 @@ class GatewayConfig:
     require_auth_for_metrics: bool = False  # GET /metrics asks for the master key
     connection_limits: ConnectionLimits = ConnectionLimits()
     cache: CacheSettings | None = None  # response caching, when litellm_settings.cache is true
+    budgets: BudgetConfig = BudgetConfig()
     # The settings as written: they may hold credentials (redis_password, database_url, ...).
     router_settings: dict[str, Any] = field(default_factory=dict, repr=False)
     litellm_settings: dict[str, Any] = field(default_factory=dict, repr=False)

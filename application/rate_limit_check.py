@@ -93,6 +93,15 @@ class RateLimits:
             task.add_done_callback(self._settling.discard)
         return settle
 
+    def release(self, request_id: str, limits: list[Limit]) -> None:
+        """Gives back what a call that will not run took (a later check refused it)."""
+        if self._settle_now is not None:
+            self._settle_now(request_id, limits, 0, time.time())
+            return
+        task = asyncio.get_running_loop().create_task(self._settle(request_id, limits, 0))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
     async def _settle(self, request_id: str, limits: list[Limit], tokens: int) -> None:
         try:
             await self.store.settle(request_id, limits, tokens, time.time())

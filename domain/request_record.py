@@ -134,6 +134,13 @@ class RequestRecord(Aggregate):
         cost: Decimal
         price_source: str
 
+    class BudgetOverrun(Aggregate.Event):
+        """The call cost more than its budgets had reserved for it: charged in full all the same."""
+
+        reserved: Decimal
+        charged: Decimal
+        reason: str
+
     @classmethod
     def admit(
         cls,
@@ -292,6 +299,9 @@ class RequestRecord(Aggregate):
         self._require_open()
         self.trigger_event(self.UsageAdded, response_id=response_id, usage=usage.as_event_fields(), cost=cost,
                            price_source=price_source)
+
+    def overrun(self, *, reserved: Decimal, charged: Decimal, reason: str) -> None:
+        self.trigger_event(self.BudgetOverrun, reserved=reserved, charged=charged, reason=reason)
 
     def serve_from_cache(self, *, cache_key: str, filled_by: str, usage: Usage, latency_ms: float,
                          finish_reason: str | None = None) -> None:

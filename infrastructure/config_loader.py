@@ -7,16 +7,20 @@ invalid value stops start-up with a message naming the key.
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from moneta.application.config import CACHED_CALL_TYPES, CacheSettings, ConnectionLimits, Deployment, GatewayConfig
+from moneta.application.config import (
+    CACHED_CALL_TYPES, BudgetConfig, CacheSettings, ConnectionLimits, Deployment, GatewayConfig,
+)
 from moneta.application.routing.settings import RouterSettings
 from moneta.domain import model_patterns
+from moneta.domain.access import duration_seconds
 from moneta.domain.model_ref import ModelRef
 from moneta.domain.pricing import TokenPrice, to_decimal
 from moneta.domain.redaction import SECRET_FIELDS
@@ -52,6 +56,7 @@ _GENERAL = {"master_key", "database_url", "max_request_size_mb", "max_response_s
             "max_parallel_requests", "global_max_parallel_requests", "user_header_name", "redis_url",
             "graceful_shutdown_timeout_s", "abandon_after_s", "ledger_timeout_s", "strict_pricing",
             "max_header_size_kb", "max_header_count", "header_timeout_s", "body_timeout_s", "keep_alive_timeout_s",
+            "budget_fail_open", "budget_alert_share",
             "require_auth_for_metrics_endpoint"}
 _LITELLM = {"drop_params", "num_retries", "request_timeout", "set_verbose", "json_logs", "callbacks",
             "success_callback", "failure_callback", "service_callback", "cache", "cache_params", "context_window_fallbacks",
@@ -62,7 +67,7 @@ _LITELLM = {"drop_params", "num_retries", "request_timeout", "set_verbose", "jso
             "disable_end_user_cost_tracking", "enable_json_schema_validation", "default_internal_user_params",
             "key_generation_settings", "callback_settings", "mcp_aliases", "check_provider_endpoint",
             "max_end_user_budget", "public_model_groups", "ssl_verify", "drop_params_if_unsupported",
-            "max_end_user_budget_id"}
+            "max_end_user_budget_id", "timezone"}
 _ROUTER = {"routing_strategy", "routing_strategy_args", "num_retries", "retry_policy", "timeout", "stream_timeout",
            "allowed_fails", "allowed_fails_policy", "cooldown_time", "disable_cooldowns", "fallbacks",
            "context_window_fallbacks", "content_policy_fallbacks", "default_fallbacks", "redis_host", "redis_port",
@@ -73,7 +78,8 @@ _ROUTER = {"routing_strategy", "routing_strategy_args", "num_retries", "retry_po
 
 
 # Booleans Moneta acts on, per section: YAML booleans or the strings "true" / "false".
-_FLAGS = {"general_settings": ("background_health_checks", "strict_pricing", "require_auth_for_metrics_endpoint"),
+_FLAGS = {"general_settings": ("background_health_checks", "strict_pricing", "require_auth_for_metrics_endpoint",
+                                "budget_fail_open"),
           "litellm_settings": ("drop_params", "cache"),
           "router_settings": ("disable_cooldowns", "enable_pre_call_checks")}
 
@@ -173,6 +179,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
         ledger_timeout_s=_positive(general.get("ledger_timeout_s", 5), "general_settings.ledger_timeout_s"),
         connection_limits=_connection_limits(general),
         cache=cache,
+        budgets=_budgets(general, litellm),
         require_auth_for_metrics=general.get("require_auth_for_metrics_endpoint", False),
         router_settings=router,
         litellm_settings=litellm,
@@ -184,6 +191,48 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return config
+
+
+def _budgets(general: dict, litellm: dict) -> BudgetConfig:
+    """The proxy's own budget (`litellm_settings.max_budget`, `budget_duration`) and how budgets behave."""
+    share = general.get("budget_alert_share")
+    if share is not None and not 0 < _number(share, "general_settings.budget_alert_share") <= 1:
+        raise ConfigError("general_settings.budget_alert_share must be a number above 0 and at most 1")
+    zone = litellm.get("timezone")
+    if zone is not None:
+        try:
+            ZoneInfo(str(zone))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"litellm_settings.timezone: {zone!r} is not a time zone (e.g. 'Europe/Paris', 'UTC')")
+    return BudgetConfig(
+        proxy_max_budget=_amount(litellm.get("max_budget"), "litellm_settings.max_budget"),
+        proxy_duration=_duration(litellm.get("budget_duration"), "litellm_settings.budget_duration"),
+        timezone=None if zone is None else str(zone),
+        fail_open=general.get("budget_fail_open", False),
+        alert_share=None if share is None else Decimal(str(share)),
+        end_user_budget_id=litellm.get("max_end_user_budget_id"))
+
+
+def _amount(value: Any, key: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        amount = Decimal(str(value))
+    except ArithmeticError:
+        amount = Decimal("NaN")
+    if isinstance(value, bool) or not amount.is_finite() or amount < 0:
+        raise ConfigError(f"{key} must be an amount in USD, 0 or more")
+    return amount
+
+
+def _duration(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        duration_seconds(value)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    return value
 
 
 def _cache(litellm: dict, reader: _Reader, redis_url: str | None) -> CacheSettings | None:

@@ -21,7 +21,7 @@ NOT_SUPPORTED: dict[str, frozenset[str]] = {
         "max_parallel_requests", "global_max_parallel_requests", "user_header_name"}),
     "litellm_settings": frozenset({
         "set_verbose", "json_logs", "callbacks", "success_callback", "failure_callback", "service_callback",
-        "turn_off_message_logging", "redact_user_api_key_info", "max_budget", "budget_duration",
+        "turn_off_message_logging", "redact_user_api_key_info",
         "default_team_settings", "modify_params", "force_ipv4", "telemetry", "upperbound_key_generate_params",
         "default_key_generate_params", "enable_preview_features", "return_response_headers",
         "disable_end_user_cost_tracking", "enable_json_schema_validation", "default_internal_user_params",

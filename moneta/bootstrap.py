@@ -13,7 +13,8 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
-from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Protocol
+from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
@@ -22,6 +23,8 @@ from moneta.application import abandonment
 from moneta.application.access_directory import Directory
 from moneta.application.access_sync import DirectorySync
 from moneta.application.authentication import Authenticator
+from moneta.application.budget_check import BudgetSettings, Budgets
+from moneta.application.budget_store import BudgetStore
 from moneta.application.end_users import EndUsers
 from moneta.application.management.context import Context
 from moneta.application.config import CacheSettings, Deployment, GatewayConfig
@@ -42,15 +45,19 @@ from moneta.application.response_cache import ResponseCache
 from moneta.application.rate_limits import LimitStore
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
+from moneta.domain.budgets import BudgetLine
 from moneta.domain.request_record import RequestRecord
 from moneta.infrastructure.access_store import EventStoreAccess
+from moneta.infrastructure.budgets_in_process import InProcessBudgetStore
 from moneta.infrastructure.aggregate_reader import EventStoreReader
 from moneta.infrastructure.event_store import StoreLocation
 from moneta.infrastructure.event_store import migrate as migrate_store
 from moneta.projections.access import AccessViewReader
+from moneta.projections.budgets import BudgetViewReader
 from moneta.projections.in_flight import InFlightQueries
 from moneta.projections.instances import InstanceHeartbeat
 from moneta.projections.queries import SpendQueries
+from moneta.projections.runner import DEFAULT_NAME as RUNNER_NAME
 from moneta.projections.runner import ProjectionRunner
 from moneta.projections.view_store import ViewStore
 
@@ -99,6 +106,7 @@ class Container:
     access: Context = field(init=False)  # what the management commands work on
     end_users: EndUsers = field(init=False)
     rate_limits: RateLimits = field(init=False)
+    budgets: Budgets = field(init=False)  # none enforced until `count_budgets` (a proxy worker)
     views: SpendQueries | None = None  # the read side's queries, in a proxy worker
     metrics: CallMetrics | None = None  # what `GET /metrics` shows, in a proxy worker
     background: list[Background] = field(default_factory=list)
@@ -113,8 +121,21 @@ class Container:
         self.end_users = EndUsers(self.directory, store, self.config.litellm_settings.get("max_end_user_budget_id"))
         self.rate_limits = RateLimits(self.limits, self.directory)
         self.background.append(_Closing(self.limits.close))
+        self.budgets = self._budgets(InProcessBudgetStore(_NothingSpent()), BudgetSettings())
         if self.cache is not None:
             self.background.append(_Closing(self.cache.store.close))
+
+    def count_budgets(self, store: BudgetStore) -> None:
+        """Enforces the budgets of keys, teams, users, ... and the config's, on `store`'s counters."""
+        budgets = self.config.budgets
+        self.budgets = self._budgets(store, BudgetSettings(
+            proxy_max_budget=budgets.proxy_max_budget, proxy_duration=budgets.proxy_duration,
+            zone=ZoneInfo(budgets.timezone) if budgets.timezone else None, fail_open=budgets.fail_open,
+            alert_share=budgets.alert_share, end_user_budget_id=budgets.end_user_budget_id))
+        self.background.append(_Closing(store.close))
+
+    def _budgets(self, store: BudgetStore, settings: BudgetSettings) -> Budgets:
+        return Budgets(store, self.directory, self.prices, self.tokenizer, self.gateway.router.group, settings)
 
     def read_access_view(self, view: AccessViewReader) -> None:
         """Keys, teams, users, ... from the access view: loaded now, kept fresh in the background,
@@ -155,6 +176,13 @@ class Container:
             action()
         self.cooldowns.close()
         self.event_store.close()
+
+
+class _NothingSpent:
+    """The spend of budgets nobody enforces (the library's gateway has none)."""
+
+    def spent(self, lines: Sequence[BudgetLine]) -> list[int]:
+        return [0 for _ in lines]
 
 
 class _Closing:
@@ -268,6 +296,8 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
     container.on_close(store.close)
     container.read_access_view(AccessViewReader(store))
     container.access.spend_totals = container.views
+    spent = BudgetViewReader(store, container.reader.head, RUNNER_NAME)
+    container.count_budgets(InProcessBudgetStore(spent))
     beat_s = abandonment.beat_interval_s(config.abandon_after_s)
     container.background.append(InstanceHeartbeat(store, container.instance, beat_s))
     checks = background_health_checks(config, container.gateway.router, container.providers)

@@ -9,7 +9,7 @@ import orjson
 from fastapi import Request, Response
 from starlette.datastructures import FormData
 
-from moneta.api.admission import Admitted, admit, checked, gateway, new_request_id, with_refusal
+from moneta.api.admission import Admitted, admit, checked, gateway, new_request_id, with_seen
 from moneta.api.auth import authenticate
 from moneta.api.body import check_declared_size
 from moneta.api.errors import public
@@ -109,14 +109,16 @@ async def transcriptions(request: Request) -> Response:
     check_declared_size(request)
     form = await request.form(max_part_size=request.app.state.container.config.max_request_body_bytes)
     model = ""
+    seen: dict[str, Any] = {}
     try:
         fields = _transcription_fields(form)
         model = fields.pop("model")
-        caller, call = await checked(request, caller, {"model": model}, request_id)
-        model = call["model"]
         audio = await _audio_file(form)
+        caller, call = await checked(request, caller, {"model": model}, request_id, "transcription", seen,
+                                     audio_bytes=len(audio.content))
+        model = call["model"]
     except GatewayError as error:
-        await gateway(request).deny(with_refusal(caller, error), "transcription", model, error, request_id)
+        await gateway(request).deny(with_seen(caller, seen), "transcription", model, error, request_id)
         raise
     result = await gateway(request).transcription(caller, model, audio, fields, request_id)
     if fields.get("response_format") in ("text", "srt", "vtt"):

@@ -6,7 +6,7 @@ import uuid
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
-from moneta.api.admission import checked, with_refusal
+from moneta.api.admission import checked, with_seen
 from moneta.api.auth import authenticator, caller_of, presented_key
 from moneta.api.errors import error_response, public
 from moneta.application.gateway import Caller, Gateway
@@ -34,14 +34,15 @@ async def realtime(websocket: WebSocket) -> None:
     except GatewayError as error:  # as on HTTP, a key that opens nothing leaves no trace in the ledger
         await _refuse(websocket, error, request_id)
         return
+    seen: dict = {}
     try:
         try:
             if not model:
                 raise BadRequestError("The 'model' query parameter is required: /v1/realtime?model=<model>.",
                                       param="model")
-            caller, call = await checked(websocket, caller, {"model": model}, request_id)
+            caller, call = await checked(websocket, caller, {"model": model}, request_id, CALL_TYPE, seen)
         except GatewayError as error:
-            await gateway.deny(with_refusal(caller, error), CALL_TYPE, model, error, request_id)
+            await gateway.deny(with_seen(caller, seen), CALL_TYPE, model, error, request_id)
             raise
         model = call["model"]
         sessions = RealtimeSessions(gateway, websocket.app.state.container.realtime)

@@ -1,0 +1,264 @@
+"""The budget step of admission: `check_budget()` reserves the call's largest possible cost on every
+budget it falls under, all or nothing; `update_spend()` (the settler) replaces the reservation
+with what the call cost once it has ended.
+
+The reservation: the input tokens (counted with the tokenizer) at the input price, plus the
+output the call may produce (`max_tokens`, else `max_completion_tokens`, else the deployment's
+`model_info.max_output_tokens`, else DEFAULT_MAX_OUTPUT_TOKENS) at the output price, times `n`;
+at the dearest deployment of the model group, since routing comes after. An embedding reserves its
+input; a transcription its file at AUDIO_BYTES_PER_SECOND. When the tightest budget cannot pay
+for all of that output but pays for at least one token, the call's output is capped to what it
+pays for and that is reserved.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from decimal import Decimal
+from typing import Any, Callable, Sequence
+
+from moneta.application.access_directory import Directory
+from moneta.application.budget_store import BudgetStore, BudgetUnverifiable
+from moneta.application.config import Deployment
+from moneta.application.ports import PriceBook, Tokenizer
+from moneta.application.principal import Principal
+from moneta.application.tokens import count_messages_async, count_text_async
+from moneta.domain.budgets import BudgetDecision, BudgetLine, CallPrice, from_nanos, period, to_nanos
+from moneta.domain.errors import BudgetExceededError, ServiceUnavailableError
+from moneta.domain.request_record import RequestRecord
+from moneta.domain.usage import Usage
+
+log = logging.getLogger("moneta.budgets")
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+AUDIO_BYTES_PER_SECOND = 4000  # 32 kbit/s, below any common speech encoding: never fewer seconds than the file holds
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLION = 1_000_000
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    proxy_max_budget: Decimal | None = None  # litellm_settings.max_budget
+    proxy_duration: str | None = None  # litellm_settings.budget_duration
+    zone: tzinfo | None = None  # litellm_settings.timezone: day, week and month periods follow its calendar
+    fail_open: bool = False  # general_settings.budget_fail_open
+    alert_share: Decimal | None = None  # general_settings.budget_alert_share: alert at max_budget x share
+    end_user_budget_id: str | None = None  # litellm_settings.max_end_user_budget_id
+
+
+@dataclass(frozen=True)
+class Reservation:
+    decision: BudgetDecision
+    lines: list[BudgetLine]
+    call: dict[str, Any]  # the call, its output capped when the budget could not pay for all of it
+    capped_to: int | None
+
+    def as_event(self) -> dict[str, Any]:
+        event = self.decision.as_event()
+        if self.capped_to is not None:
+            event["max_tokens_capped_to"] = self.capped_to
+        if not self.lines:
+            event["unverified"] = True  # budget_fail_open let it through while the counters were unreachable
+        return event
+
+
+class BudgetRefused(BudgetExceededError):
+    """A 429 from a budget, with the counters that refused (for the Denied event)."""
+
+    def __init__(self, message: str, decision: BudgetDecision, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.decision = decision
+
+
+class Budgets:
+    def __init__(self, store: BudgetStore, directory: Directory, prices: PriceBook, tokenizer: Tokenizer,
+                 group: Callable[[str], Sequence[Deployment]], settings: BudgetSettings) -> None:
+        self.store = store
+        self.directory = directory
+        self.prices = prices
+        self.tokenizer = tokenizer
+        self.group = group
+        self.settings = settings
+        self._settling: set[asyncio.Task[None]] = set()
+
+    # -- which budgets ---------------------------------------------------------------------------
+
+    def lines(self, principal: Principal | None, model: str, end_user: str, now: datetime) -> list[BudgetLine]:
+        found: list[BudgetLine | None] = [self._proxy(now)]
+        if principal is not None and principal.key_id:
+            key, team = principal.key, principal.team
+            found += [self._entity("key", principal.key_id, key, now), self._key_model(principal, model, now),
+                      self._entity("user", principal.user_id, self.directory.live("user", principal.user_id), now),
+                      self._entity("team", principal.team_id, team or None, now),
+                      self._member(principal, now),
+                      self._entity("org", principal.org_id, self.directory.live("organization", principal.org_id), now)]
+        if end_user:
+            found.append(self._customer(end_user, now))
+        return [line for line in found if line is not None]
+
+    def _proxy(self, now: datetime) -> BudgetLine | None:
+        limit = self.settings.proxy_max_budget
+        return None if limit is None else self._line("proxy", limit, None, self.settings.proxy_duration, _EPOCH, now)
+
+    def _entity(self, scope: str, name: str, entity: dict[str, Any] | None, now: datetime) -> BudgetLine | None:
+        """An entity's own max_budget, else that of the reusable budget it names."""
+        if not name or entity is None:
+            return None
+        holder = entity if entity.get("max_budget") is not None else self.directory.live("budget", entity.get("budget_id"))
+        if holder is None or holder.get("max_budget") is None:
+            return None
+        limit = holder["max_budget"] + _temporary_raise(holder, now)
+        return self._line(f"{scope}:{name}", limit, holder.get("soft_budget"), holder.get("budget_duration"),
+                          _created(holder), now)
+
+    def _key_model(self, principal: Principal, model: str, now: datetime) -> BudgetLine | None:
+        budget = (principal.key.get("model_max_budget") or {}).get(model)
+        if not budget:
+            return None
+        return self._line(f"key_model:{principal.key_id}:{model}", Decimal(str(budget["budget_limit"])), None,
+                          budget.get("time_period"), _created(principal.key), now)
+
+    def _member(self, principal: Principal, now: datetime) -> BudgetLine | None:
+        member = (principal.team.get("members") or {}).get(principal.user_id) if principal.user_id else None
+        if not member or member.get("max_budget_in_team") is None:
+            return None
+        return self._line(f"member:{principal.team_id}:{principal.user_id}", member["max_budget_in_team"], None,
+                          principal.team.get("budget_duration"), _created(principal.team), now)
+
+    def _customer(self, end_user: str, now: datetime) -> BudgetLine | None:
+        customer = self.directory.live("customer", end_user)
+        if customer is None and self.settings.end_user_budget_id:  # not recorded yet: the default budget
+            customer = {"budget_id": self.settings.end_user_budget_id}
+        return self._entity("customer", end_user, customer, now)
+
+    def _line(self, scope: str, limit: Decimal, soft: Decimal | None, duration: str | None, anchor: datetime,
+              now: datetime) -> BudgetLine:
+        start, end = period(duration, anchor, now, self.settings.zone)
+        if soft is None and self.settings.alert_share is not None:
+            soft = limit * self.settings.alert_share
+        return BudgetLine(scope, start.astimezone(UTC).isoformat() if duration else "lifetime",
+                          to_nanos(limit, up=False), end.astimezone(UTC).isoformat() if end else None,
+                          None if soft is None else to_nanos(soft, up=False))
+
+    # -- check_budget --------------------------------------------------------------------------------
+
+    async def check_budget(self, request_id: str, lines: list[BudgetLine], call_type: str, call: dict[str, Any],
+                           now: datetime, audio_bytes: int = 0) -> Reservation:
+        """Reserves on every line at once; BudgetExceededError (429) when not even the input and one
+        output token fit, ServiceUnavailableError (503 budget_unverifiable) when the counters
+        cannot be read and the budgets fail closed."""
+        price = await self._price(call_type, call, now, audio_bytes)
+        n = int(call.get("n") or 1)
+        output = self._output_limit(call_type, call)
+        # A call of no known cost (a Realtime session, a free model) still needs some headroom.
+        wanted = max(1, to_nanos(price.most(output, n), up=True))
+        minimum = max(1, to_nanos(price.most(min(output, 1), n), up=True))
+        try:
+            decision = await self.store.reserve(request_id, lines, wanted, minimum, now.timestamp())
+        except BudgetUnverifiable as error:
+            if self.settings.fail_open:
+                log.warning("budgets not verifiable (%s): admitting, as budget_fail_open says", error)
+                return Reservation(BudgetDecision(True, 0, ()), [], call, None)
+            raise ServiceUnavailableError("The budgets cannot be checked right now; the call was not made.",
+                                          code="budget_unverifiable") from None
+        if not decision.allowed:
+            raise refusal(decision)
+        if decision.reserved >= wanted or call_type not in ("chat", "text_completion"):
+            return Reservation(decision, lines, call, None)
+        capped = max(1, price.affordable_output(decision.reserved, n))
+        field = "max_completion_tokens" if "max_completion_tokens" in call else "max_tokens"
+        return Reservation(decision, lines, {**call, field: capped}, capped)
+
+    def _output_limit(self, call_type: str, call: dict[str, Any]) -> int:
+        if call_type not in ("chat", "text_completion"):
+            return 0
+        asked = call.get("max_tokens") or call.get("max_completion_tokens")
+        if asked:
+            return int(asked)
+        limits = [int(d.model_info["max_output_tokens"]) for d in self.group(call["model"])
+                  if d.model_info.get("max_output_tokens")]
+        return max(limits) if limits else DEFAULT_MAX_OUTPUT_TOKENS
+
+    async def _price(self, call_type: str, call: dict[str, Any], now: datetime, audio_bytes: int) -> CallPrice:
+        model = call["model"]
+        deployments = self.group(model)
+        if call_type == "transcription":
+            seconds = audio_bytes / AUDIO_BYTES_PER_SECOND
+            return CallPrice(max(self.prices.quote(d, Usage(audio_seconds=seconds), now).cost for d in deployments),
+                             Decimal(0))
+        tokens = await self._input_tokens(call_type, call)
+        input_cost = max(self.prices.quote(d, Usage(prompt_tokens=tokens), now).cost for d in deployments)
+        per_token = max(self.prices.quote(d, Usage(completion_tokens=_MILLION), now).cost for d in deployments) / _MILLION
+        return CallPrice(input_cost, per_token)
+
+    async def _input_tokens(self, call_type: str, call: dict[str, Any]) -> int:
+        if call_type == "chat":
+            return await count_messages_async(self.tokenizer, call["model"], call.get("messages") or [])
+        given = call.get("prompt") if call_type == "text_completion" else call.get("input")
+        texts = given if isinstance(given, list) else [given]
+        total = 0
+        for text in texts:
+            if isinstance(text, str):
+                total += await count_text_async(self.tokenizer, call["model"], text)
+            elif isinstance(text, list):  # token ids
+                total += len(text)
+        return total
+
+    # -- update_spend ----------------------------------------------------------------------------
+
+    def settler(self, request_id: str, reservation: Reservation) -> Callable[[RequestRecord], None]:
+        """Told once when the call ends: its cost replaces its reservation; a cost above the
+        reservation is charged in full and recorded as an overrun on the call's stream."""
+        lines = reservation.lines
+        reserved = reservation.decision.reserved
+
+        def update_spend(record: RequestRecord) -> None:
+            cost = to_nanos(record.cost, up=True)
+            if cost > reserved and lines:
+                record.overrun(reserved=from_nanos(reserved), charged=record.cost,
+                               reason="the provider reported more usage than the call could produce as reserved")
+            if lines:
+                self._spawn(self.store.settle(request_id, lines, cost, datetime.now(UTC).timestamp()))
+        return update_spend
+
+    def _spawn(self, settling: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._logged(settling))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    @staticmethod
+    async def _logged(settling: Any) -> None:
+        try:
+            await settling
+        except Exception as error:  # the reservation's lease ends it anyway
+            log.warning("budget settlement failed (%s); the reservation lapses with its lease", type(error).__name__)
+
+
+def refusal(decision: BudgetDecision) -> BudgetRefused:
+    refused = decision.refused
+    assert refused is not None
+    line = refused.line
+    limit, spent, held = (_usd(nanos) for nanos in (line.limit, refused.spent, refused.reserved))
+    resets = f"; it resets at {line.resets_at}" if line.resets_at else ""
+    return BudgetRefused(
+        f"Budget exceeded for {line.scope}: limit {limit} USD, spent {spent} USD, {held} USD held by calls in flight"
+        f"{resets}.", decision, current_cost=spent + held, max_budget=limit)
+
+
+def _usd(nanos: int) -> Decimal:
+    """Nano-dollars as USD without trailing zeros (0.0005, not 0.000500000)."""
+    return from_nanos(nanos).normalize() if nanos else Decimal(0)
+
+
+def _temporary_raise(holder: dict[str, Any], now: datetime) -> Decimal:
+    expiry = holder.get("temp_budget_expiry")
+    raise_by = holder.get("temp_budget_increase")
+    if raise_by is None or not expiry or datetime.fromisoformat(expiry) <= now:
+        return Decimal(0)
+    return Decimal(str(raise_by))
+
+
+def _created(entity: dict[str, Any]) -> datetime:
+    created = entity.get("created_at")
+    return datetime.fromisoformat(created) if created else _EPOCH
