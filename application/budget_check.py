@@ -141,6 +141,18 @@ class Budgets:
                           to_nanos(limit, up=False), end.astimezone(UTC).isoformat() if end else None,
                           None if soft is None else to_nanos(soft, up=False))
 
+    async def status(self, scope: str, name: str, entity: dict[str, Any] | None) -> dict[str, Any] | None:
+        """An entity's own budget now (None when it has none): its limit, its period, what is spent
+        in it and what calls in flight hold."""
+        now = datetime.now(UTC)
+        line = self._entity(scope, name, entity, now)
+        if line is None:
+            return None
+        (seen,) = await self.store.counters([line], now.timestamp())
+        return {"scope": line.scope, "max_budget": _usd(line.limit), "period_start": line.period,
+                "budget_reset_at": line.resets_at, "spend": _usd(seen.spent), "reserved": _usd(seen.reserved),
+                "soft_budget": None if line.soft is None else _usd(line.soft)}
+
     # -- check_budget --------------------------------------------------------------------------------
 
     async def check_budget(self, request_id: str, lines: list[BudgetLine], call_type: str, call: dict[str, Any],

@@ -36,18 +36,24 @@ class InProcessBudgetStore:
 
     async def reserve(self, request_id: str, lines: Sequence[BudgetLine], wanted: int, minimum: int,
                       now: float) -> BudgetDecision:
-        missing = [line for line in lines if (line.scope, line.period) not in self._counters]
-        if missing:
-            spent = await asyncio.to_thread(self._reader.spent, missing)
-            for line, amount in zip(missing, spent):
-                self._counters.setdefault((line.scope, line.period), _Counter(amount))
-        counters = [self._counters[line.scope, line.period] for line in lines]
+        counters = await self._counters_of(lines)
         decision = decide([Headroom(line, c.spent, c.reserved(now)) for line, c in zip(lines, counters)],
                           wanted, minimum)
         if decision.allowed:
             for counter in counters:
                 counter.held[request_id] = (decision.reserved, now + LEASE_S)
         return decision
+
+    async def counters(self, lines: Sequence[BudgetLine], now: float) -> list[Headroom]:
+        return [Headroom(line, c.spent, c.reserved(now)) for line, c in zip(lines, await self._counters_of(lines))]
+
+    async def _counters_of(self, lines: Sequence[BudgetLine]) -> list[_Counter]:
+        missing = [line for line in lines if (line.scope, line.period) not in self._counters]
+        if missing:
+            spent = await asyncio.to_thread(self._reader.spent, missing)
+            for line, amount in zip(missing, spent):
+                self._counters.setdefault((line.scope, line.period), _Counter(amount))
+        return [self._counters[line.scope, line.period] for line in lines]
 
     async def settle(self, request_id: str, lines: Sequence[BudgetLine], cost: int, now: float) -> None:
         for line in lines:

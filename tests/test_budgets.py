@@ -194,3 +194,18 @@ def test_an_overrun_is_charged_in_full_and_recorded(tmp_path: Path) -> None:
         upstream.stop()
     assert names[-1] == "BudgetOverrun" and overrun.charged == Decimal("0.00011")
     assert overrun.reserved < overrun.charged
+
+
+def test_info_routes_show_the_budget_now(server: LiveServer) -> None:
+    key = admin(server.base_url, "/key/generate", {"max_budget": "0.5", "soft_budget": "0.25",
+                                                    "budget_duration": "30d"})
+    assert httpx.post(server.base_url + "/v1/chat/completions", json=CHAT,
+                      headers={"Authorization": f"Bearer {key['key']}"}).status_code == 200
+    info = httpx.get(server.base_url + "/key/info", params={"key": key["key"]}, headers=ADMIN).json()["info"]
+    budget = info["budget"]
+    assert budget["scope"] == f"key:{key['key_id']}" and budget["max_budget_exact"] == "0.5"
+    assert budget["spend_exact"] == str(CALL_COST) and budget["reserved_exact"] == "0"
+    assert budget["soft_budget_exact"] == "0.25" and info["budget_reset_at"] == budget["budget_reset_at"]
+    admin(server.base_url, "/team/new", {"team_id": "shown", "max_budget": 3})
+    team = httpx.get(server.base_url + "/team/info", params={"team_id": "shown"}, headers=ADMIN).json()
+    assert team["team_info"]["budget"]["period_start"] == "lifetime" and team["team_info"]["budget_reset_at"] is None

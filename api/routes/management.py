@@ -21,8 +21,27 @@ router = APIRouter(tags=["management"])
 
 
 async def _run(request: Request, command: Callable[..., Any], *args: Any, **kwargs: Any) -> Response:
+    return json_response(jsonable(await _result(request, command, *args, **kwargs)))
+
+
+async def _result(request: Request, command: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     principal = await manager(request)
-    result = await run_in_threadpool(command, request.app.state.container.access, principal, *args, **kwargs)
+    return await run_in_threadpool(command, request.app.state.container.access, principal, *args, **kwargs)
+
+
+async def _with_budget(request: Request, shown: dict[str, Any], scope: str, kind: str, name: str) -> None:
+    """Adds the entity's budget now: limit, period, spend in it, held by calls in flight, reset."""
+    container = request.app.state.container
+    status = await container.budgets.status(scope, name, container.directory.get(kind, name))
+    shown["budget"] = status
+    shown["budget_reset_at"] = status["budget_reset_at"] if status else None
+
+
+async def _info(request: Request, command: Callable[..., Any], value: Any, part: str | None, scope: str, kind: str,
+                name_field: str) -> Response:
+    result = await _result(request, command, value)
+    shown = result[part] if part else result
+    await _with_budget(request, shown, scope, kind, shown[name_field])
     return json_response(jsonable(result))
 
 
@@ -89,8 +108,7 @@ async def key_delete(request: Request) -> Response:
 
 @router.get("/key/info")
 async def key_info(request: Request) -> Response:
-    response = await _run(request, keys.info, _query(request).get("key"))
-    return response
+    return await _info(request, keys.info, _query(request).get("key"), "info", "key", "key", "key_id")
 
 
 @router.get("/key/list")
@@ -130,7 +148,7 @@ async def team_unblock(request: Request) -> Response:
 
 @router.get("/team/info")
 async def team_info(request: Request) -> Response:
-    return await _run(request, teams.info, _query(request).get("team_id"))
+    return await _info(request, teams.info, _query(request).get("team_id"), "team_info", "team", "team", "team_id")
 
 
 @router.get("/team/list")
@@ -173,7 +191,7 @@ async def user_delete(request: Request) -> Response:
 
 @router.get("/user/info")
 async def user_info(request: Request) -> Response:
-    return await _run(request, users.info, _query(request).get("user_id"))
+    return await _info(request, users.info, _query(request).get("user_id"), "user_info", "user", "user", "user_id")
 
 
 @router.get("/user/list")
@@ -208,7 +226,8 @@ async def organization_info(request: Request) -> Response:
         org_id = body.get("organization_id")
     else:
         org_id = _query(request).get("organization_id")
-    return await _run(request, organizations.info, org_id if isinstance(org_id, str) else None)
+    return await _info(request, organizations.info, org_id if isinstance(org_id, str) else None, None, "org",
+                       "organization", "organization_id")
 
 
 @router.get("/organization/list")
@@ -255,7 +274,8 @@ async def customer_unblock(request: Request) -> Response:
 
 @router.get("/customer/info")
 async def customer_info(request: Request) -> Response:
-    return await _run(request, customers.info, _query(request).get("end_user_id"))
+    return await _info(request, customers.info, _query(request).get("end_user_id"), None, "customer", "customer",
+                       "user_id")
 
 
 @router.get("/customer/list")
