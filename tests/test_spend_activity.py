@@ -201,3 +201,24 @@ def test_a_rebuild_gives_the_same_answers(spent: World, client: TestClient) -> N
     spent.runner.rebuild()
 
     assert [get(client, path, **params).json() for path, params in paths] == before
+
+
+def test_through_a_real_server_with_keys_made_by_the_management_routes(tmp_path) -> None:
+    import httpx
+    import openai
+
+    from tests.live_server import LiveServer
+    from tests.test_access_management import ADMIN, config, eventually
+
+    with LiveServer(config(), tmp_path) as live, httpx.Client(base_url=live.base_url, timeout=30) as api:
+        assert api.post("/team/new", headers=ADMIN, json={"team_id": "t-live", "team_alias": "Live"}).status_code == 200
+        key = api.post("/key/generate", headers=ADMIN, json={"team_id": "t-live"}).json()["key"]
+        client = openai.OpenAI(base_url=live.base_url + "/v1", api_key=key, max_retries=0)
+        client.chat.completions.create(model="m1", messages=[{"role": "user", "content": "hi"}])
+
+        activity = eventually(lambda: api.get("/team/daily/activity", headers=ADMIN, params=RANGE).json()["results"])
+        entity = activity[0]["breakdown"]["entities"]["t-live"]
+        assert entity["metadata"]["team_alias"] == "Live" and entity["metrics"]["api_requests"] == 1
+        (top,) = api.get("/global/spend/keys", headers=ADMIN).json()
+        assert top["api_key"] == key_hash(key) and top["total_spend_exact"] == entity["metrics"]["spend_exact"]
+        assert api.get("/global/spend/teams", headers={"Authorization": f"Bearer {key}"}).status_code == 403
