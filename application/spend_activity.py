@@ -117,12 +117,14 @@ def team_activity(views: ActivityViews, directory: Directory, principal: Princip
 def _administered(principal: Principal, directory: Directory, team_ids: list[str] | None) -> list[str]:
     """The teams asked for (all the principal's when none is), each administered by the principal."""
     mine = admin_teams(principal, directory)
-    asked = team_ids if team_ids is not None else mine
-    foreign = [team_id for team_id in asked if team_id not in mine]
-    if foreign or not mine:
-        raise PermissionDeniedError(f"Only a proxy admin or an admin of team {(foreign or [''])[0]!r} can read its"
+    if not mine:
+        raise PermissionDeniedError("Only a proxy admin, a viewer or a team admin can read team activity.",
+                                    code="not_allowed")
+    foreign = [team_id for team_id in team_ids or () if team_id not in mine]
+    if foreign:
+        raise PermissionDeniedError(f"Only a proxy admin or an admin of team {foreign[0]!r} can read its"
                                     " daily activity.", code="not_allowed")
-    return asked
+    return team_ids or mine
 
 
 def _team_visibility(principal: Principal | None, directory: Directory) -> Visibility:

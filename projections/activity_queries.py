@@ -97,8 +97,8 @@ def _visible(store: ViewStore, visibility: Visibility) -> tuple[str, list[Any]]:
     return " OR ".join(store.any_of(column) for column, _ in listed), [values for _, values in listed]
 
 
-def _filters(store: ViewStore, where: str, params: list[Any], column: str, entities: Iterable[str] | None, exclude: Iterable[str],
-             model: str | None, api_key: str | None) -> tuple[str, list[Any]]:
+def _filters(store: ViewStore, where: str, params: list[Any], column: str, entities: Iterable[str] | None,
+             exclude: Iterable[str], model: str | None, api_key: str | None) -> tuple[str, list[Any]]:
     if column == "team_id":
         where += " AND team_id <> ''"
     if entities is not None:

@@ -70,7 +70,8 @@ class EndUsersBody(Open):
     endTime: NotRequired[Moment]
 
 
-_TOP, _USER, _TEAM, _END_USERS = Shape(TopQuery), Shape(UserActivityQuery), Shape(TeamActivityQuery), Shape(EndUsersBody)
+_TOP, _END_USERS = Shape(TopQuery), Shape(EndUsersBody)
+_USER, _TEAM = Shape(UserActivityQuery), Shape(TeamActivityQuery)
 
 
 @router.get("/global/spend/keys")
@@ -100,14 +101,14 @@ async def global_spend_end_users(request: Request) -> list[dict[str, Any]]:
 async def user_daily_activity(request: Request) -> dict[str, Any]:
     query = _query(request, _USER)
     return jsonable(await _ask(request, spend_activity.user_activity, user_id=query.get("user_id"),
-                               **_filters(query)))
+                               **_filters(query, page_size=50)))
 
 
 @router.get("/team/daily/activity")
 async def team_daily_activity(request: Request) -> dict[str, Any]:
     query = _query(request, _TEAM)
     return jsonable(await _ask(request, spend_activity.team_activity, team_ids=_ids(query.get("team_ids")),
-                               exclude=_ids(query.get("exclude_team_ids")) or (), **_filters(query)))
+                               exclude=_ids(query.get("exclude_team_ids")) or (), **_filters(query, page_size=10)))
 
 
 def _query(request: Request, shape: Shape) -> dict[str, Any]:
@@ -116,9 +117,11 @@ def _query(request: Request, shape: Shape) -> dict[str, Any]:
     return shape.check(query)
 
 
-def _filters(query: dict[str, Any]) -> dict[str, Any]:
+def _filters(query: dict[str, Any], *, page_size: int) -> dict[str, Any]:
+    """The common parameters, with LiteLLM's default page size for the route."""
     return {"start_date": query["start_date"], "end_date": query["end_date"], "model": query.get("model"),
-            "api_key": query.get("api_key"), "page": query.get("page", 1), "page_size": query.get("page_size", 50)}
+            "api_key": query.get("api_key"), "page": query.get("page", 1),
+            "page_size": query.get("page_size", page_size)}
 
 
 def _ids(value: str | None) -> list[str] | None:
@@ -135,5 +138,5 @@ def _moment(value: str | None) -> datetime | None:
 
 async def _ask(request: Request, answer: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     principal = await request_principal(request)
-    return await run_in_threadpool(answer, request.app.state.activity, request.app.state.container.directory,
-                                   principal, *args, **kwargs)
+    directory = request.app.state.container.directory
+    return await run_in_threadpool(answer, request.app.state.activity, directory, principal, *args, **kwargs)
