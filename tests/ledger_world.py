@@ -47,9 +47,11 @@ class World:
 
     # -- writing the ledger ------------------------------------------------------------------
 
-    def admit(self, *, key: str = "sk-alice", user: str = "u1", model: str = "gpt-4o-mini") -> RequestRecord:
+    def admit(self, *, key: str = "sk-alice", user: str = "u1", model: str = "gpt-4o-mini",
+              principal: dict[str, str] | None = None) -> RequestRecord:
         return RequestRecord.admit(
-            uuid.uuid4(), call_type="acompletion", key_hash=key_hash(key), end_user=user, model_group=model, stream=False
+            uuid.uuid4(), call_type="acompletion", key_hash=key_hash(key), end_user=user, model_group=model, stream=False,
+            principal=principal,
         )
 
     def completed(self, cost: Decimal, *, tokens: tuple[int, int] = (10, 5), first_token_ms=None, **who) -> RequestRecord:
