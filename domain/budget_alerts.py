@@ -7,6 +7,7 @@ and a digest of the whole URL): a webhook URL may carry a credential in its path
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -29,6 +30,17 @@ def webhook_label(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}{port}#{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
 
+@dataclass
+class WebhookDelivery:
+    """How delivery to one webhook stands."""
+
+    attempts: int = 0
+    status: int | None = None  # of the last attempt (None: no answer)
+    error: str = ""  # of the last attempt ("" once delivered)
+    retry_at: datetime | None = None
+    settled: str | None = None  # DELIVERED or GAVE_UP
+
+
 class BudgetAlert(Aggregate):
     class Raised(Aggregate.Created):
         alert_id: str
@@ -48,8 +60,7 @@ class BudgetAlert(Aggregate):
         status: int
 
         def apply(self, aggregate: "BudgetAlert") -> None:
-            aggregate.attempts[self.webhook] = self.attempt
-            aggregate.settled[self.webhook] = DELIVERED
+            aggregate.deliveries[self.webhook] = WebhookDelivery(self.attempt, self.status, "", None, DELIVERED)
 
     class DeliveryFailed(Aggregate.Event):
         webhook: str
@@ -59,7 +70,7 @@ class BudgetAlert(Aggregate):
         retry_at: datetime | None  # None: this failure is the last (see GaveUp)
 
         def apply(self, aggregate: "BudgetAlert") -> None:
-            aggregate.attempts[self.webhook] = self.attempt
+            aggregate.deliveries[self.webhook] = WebhookDelivery(self.attempt, self.status, self.error, self.retry_at)
 
     class GaveUp(Aggregate.Event):
         webhook: str
@@ -67,7 +78,7 @@ class BudgetAlert(Aggregate):
         reason: str
 
         def apply(self, aggregate: "BudgetAlert") -> None:
-            aggregate.settled[self.webhook] = GAVE_UP
+            aggregate.delivery(self.webhook).settled = GAVE_UP
 
     @classmethod
     def raise_alert(cls, *, alert_id: str, scope: str, period: str, kind: str, threshold: Decimal, spend: Decimal,
@@ -84,25 +95,27 @@ class BudgetAlert(Aggregate):
         self.resets_at = resets_at
         self.request_id = request_id
         self.crossed_at = crossed_at
-        self.attempts: dict[str, int] = {}  # per webhook label
-        self.settled: dict[str, str] = {}  # webhook label -> DELIVERED or GAVE_UP
+        self.deliveries: dict[str, WebhookDelivery] = {}  # by webhook label
 
-    def attempts_to(self, webhook: str) -> int:
-        return self.attempts.get(webhook, 0)
+    def delivery(self, webhook: str) -> WebhookDelivery:
+        return self.deliveries.setdefault(webhook, WebhookDelivery())
+
+    def is_settled(self, webhook: str) -> bool:
+        return webhook in self.deliveries and self.deliveries[webhook].settled is not None
 
     def delivered(self, webhook: str, status: int) -> None:
         self._require_unsettled(webhook)
-        self.trigger_event(self.Delivered, webhook=webhook, attempt=self.attempts_to(webhook) + 1, status=status)
+        self.trigger_event(self.Delivered, webhook=webhook, attempt=self.delivery(webhook).attempts + 1, status=status)
 
     def failed(self, webhook: str, *, status: int | None, error: str, retry_at: datetime | None) -> None:
         self._require_unsettled(webhook)
-        self.trigger_event(self.DeliveryFailed, webhook=webhook, attempt=self.attempts_to(webhook) + 1,
+        self.trigger_event(self.DeliveryFailed, webhook=webhook, attempt=self.delivery(webhook).attempts + 1,
                            status=status, error=error, retry_at=retry_at)
 
     def give_up(self, webhook: str, reason: str) -> None:
         self._require_unsettled(webhook)
-        self.trigger_event(self.GaveUp, webhook=webhook, attempts=self.attempts_to(webhook), reason=reason)
+        self.trigger_event(self.GaveUp, webhook=webhook, attempts=self.delivery(webhook).attempts, reason=reason)
 
     def _require_unsettled(self, webhook: str) -> None:
-        if webhook in self.settled:
-            raise ValueError(f"the alert {self.alert_id} is already {self.settled[webhook]} to {webhook}")
+        if self.is_settled(webhook):
+            raise ValueError(f"the alert {self.alert_id} is already {self.deliveries[webhook].settled} to {webhook}")
