@@ -92,6 +92,19 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """`general_settings.alerting: ["webhook"]`: where budget alerts are posted, the key that signs
+    them, and how hard delivery tries (`alerting_args`)."""
+
+    webhook_urls: tuple[str, ...] = field(repr=False)  # a URL's path may be its credential (Slack's are)
+    webhook_secret: str = field(repr=False)
+    timeout_s: float = 5.0
+    max_attempts: int = 8
+    backoff_s: float = 2.0  # before the 2nd attempt; doubled each time, with jitter, up to max_backoff_s
+    max_backoff_s: float = 600.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     deployments: tuple[Deployment, ...] = ()
     master_key: str | None = field(default=None, repr=False)
@@ -108,6 +121,7 @@ class GatewayConfig:
     connection_limits: ConnectionLimits = ConnectionLimits()
     cache: CacheSettings | None = None  # response caching, when litellm_settings.cache is true
     budgets: BudgetConfig = BudgetConfig()
+    alerting: AlertSettings | None = None  # budget alerts to webhooks, when general_settings.alerting lists webhook
     # The settings as written: they may hold credentials (redis_password, database_url, ...).
     router_settings: dict[str, Any] = field(default_factory=dict, repr=False)
     litellm_settings: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -131,5 +145,10 @@ class GatewayConfig:
                   url_password(cache_url or ""),
                   *(secret for d in self.deployments for secret in d.secrets()),
                   *secrets_in(self.general_settings), *secrets_in(self.router_settings),
-                  *secrets_in(self.litellm_settings)]
+                  *secrets_in(self.litellm_settings), *self._alerting_secrets()]
         return tuple(dict.fromkeys(v for v in values if v))
+
+    def _alerting_secrets(self) -> list[str]:
+        if self.alerting is None:
+            return []
+        return [self.alerting.webhook_secret, *self.alerting.webhook_urls]

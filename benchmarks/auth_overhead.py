@@ -1,4 +1,4 @@
-"""What a virtual key costs a call: the gateway worker's CPU per request with a virtual key (looked
+"""What a virtual key (or, with --budgets, a budget) costs a call: the gateway worker's CPU per request with a virtual key (looked
 up by hash, its team's and its own models checked, rpm/tpm/max_parallel taken and given back on
 the key, its user and its team) against the master key, on one gateway, at 32 connections.
 
@@ -45,6 +45,19 @@ def virtual_key(base_url: str, limits: bool = True) -> str:
         "tpm_limit": 10**10, "max_parallel_requests": 10**6, "model_rpm_limit": {"bench": 10**8}})["key"]
 
 
+def budget_keys(base_url: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """A key of a team calling for an end user, without budgets and with budgets on all three
+    (large enough never to refuse); each with the body it sends."""
+    plenty = "1000000"
+    post(base_url, "/team/new", {"team_id": "free-team"})
+    post(base_url, "/team/new", {"team_id": "paying-team", "max_budget": plenty})
+    post(base_url, "/customer/new", {"user_id": "paying-customer", "max_budget": plenty})
+    free = post(base_url, "/key/generate", {"team_id": "free-team"})["key"]
+    paying = post(base_url, "/key/generate", {"team_id": "paying-team", "max_budget": plenty})["key"]
+    return {"master": (free, {**bench.REQUEST_BODY, "user": "free-customer"}),
+            "virtual": (paying, {**bench.REQUEST_BODY, "user": "paying-customer"})}
+
+
 def redis_cpu_seconds(redis_url: str) -> float:
     import redis
 
@@ -69,12 +82,16 @@ def measure(args: argparse.Namespace, workdir: Path, ledger: bench.Ledger) -> di
             config.write_text(yaml.safe_dump({**written, "router_settings": {"redis_url": args.redis}}))
         gateway = bench.start_gateway(config, ledger, workdir, None, running)
         base_url = gateway.url.rsplit("/v1/", 1)[0]
-        keys = {"master": bench.MASTER_KEY, "virtual": virtual_key(base_url, limits=not args.no_limits)}
+        if args.budgets:
+            keys = budget_keys(base_url)
+        else:
+            keys = {"master": (bench.MASTER_KEY, bench.REQUEST_BODY),
+                    "virtual": (virtual_key(base_url, limits=not args.no_limits), bench.REQUEST_BODY)}
         processes = GatewayProcesses.find(gateway.process.pid)
         scripts = {}
-        for name, key in keys.items():
+        for name, (key, body) in keys.items():
             scripts[name] = workdir / f"{name}.lua"
-            scripts[name].write_text(bench.WRK_SCRIPT % {"body": json.dumps(json.dumps(bench.REQUEST_BODY)), "key": key})
+            scripts[name].write_text(bench.WRK_SCRIPT % {"body": json.dumps(json.dumps(body)), "key": key})
         cpu: dict[str, list[float]] = {name: [] for name in keys}
         rps: dict[str, list[float]] = {name: [] for name in keys}
         redis_cpu: list[float] = []
@@ -93,7 +110,9 @@ def measure(args: argparse.Namespace, workdir: Path, ledger: bench.Ledger) -> di
     median = {name: statistics.median(values) for name, values in cpu.items()}
     ratios = sorted(virtual / master for master, virtual in zip(cpu["master"], cpu["virtual"]))
     report = {"ledger": ledger.kind, "limit_store": "redis" if args.redis else "in_process",
-              "key": "no limits" if args.no_limits else "key, user and team limits", "rounds": args.rounds,
+              "compared": "budgets on key, team and customer vs none" if args.budgets else
+              "virtual key with no limits vs master key" if args.no_limits else
+              "virtual key with key, user and team limits vs master key", "rounds": args.rounds,
               "duration_s": args.duration, "cpu_ms_per_request": cpu, "rps": rps,
               "median_cpu_ms": median, "round_ratios": ratios, "virtual_over_master": statistics.median(ratios)}
     if redis_cpu:
@@ -108,6 +127,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10, help="measured rounds of both keys (default 10)")
     parser.add_argument("--redis", help="a Redis URL: keep the limits there (default: in the worker)")
     parser.add_argument("--no-limits", action="store_true", help="a key with no limits, user or team")
+    parser.add_argument("--budgets", action="store_true", help="budgets on key, team and customer against none")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="moneta-auth-") as tmp:
         ledger = bench.Ledger(args.ledger, Path(tmp))
@@ -116,7 +136,7 @@ def main() -> int:
         finally:
             ledger.drop()
     print(json.dumps(report, indent=2))
-    print(f"virtual key / master key, gateway CPU per request: {report['virtual_over_master']:.3f} "
+    print(f"{report['compared']}, gateway CPU per request: {report['virtual_over_master']:.3f} "
           f"(rounds from {report['round_ratios'][0]:.3f} to {report['round_ratios'][-1]:.3f}; medians "
           f"{report['median_cpu_ms']['virtual']:.3f} ms / {report['median_cpu_ms']['master']:.3f} ms, "
           f"{report['limit_store']} limits, {report['ledger']} ledger)", file=sys.stderr)

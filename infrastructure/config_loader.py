@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 from moneta.application.config import (
-    CACHED_CALL_TYPES, BudgetConfig, CacheSettings, ConnectionLimits, Deployment, GatewayConfig,
+    CACHED_CALL_TYPES, AlertSettings, BudgetConfig, CacheSettings, ConnectionLimits, Deployment, GatewayConfig,
 )
 from moneta.application.routing.settings import RouterSettings
 from moneta.domain import model_patterns
@@ -56,8 +57,8 @@ _GENERAL = {"master_key", "database_url", "max_request_size_mb", "max_response_s
             "max_parallel_requests", "global_max_parallel_requests", "user_header_name", "redis_url",
             "graceful_shutdown_timeout_s", "abandon_after_s", "ledger_timeout_s", "strict_pricing",
             "max_header_size_kb", "max_header_count", "header_timeout_s", "body_timeout_s", "keep_alive_timeout_s",
-            "budget_fail_open", "budget_alert_share",
-            "require_auth_for_metrics_endpoint"}
+            "budget_fail_open", "budget_alert_share", "require_auth_for_metrics_endpoint", "alerting_webhook_url",
+            "alerting_webhook_secret", "alerting_args"}
 _LITELLM = {"drop_params", "num_retries", "request_timeout", "set_verbose", "json_logs", "callbacks",
             "success_callback", "failure_callback", "service_callback", "cache", "cache_params", "context_window_fallbacks",
             "content_policy_fallbacks", "default_fallbacks", "fallbacks", "turn_off_message_logging",
@@ -93,6 +94,11 @@ _CACHE_CALL_TYPES = {"completion": "chat", "acompletion": "chat", "text_completi
 _UNCACHED_CALL_TYPES = {"transcription", "atranscription", "rerank", "arerank", "aresponses", "responses",
                         "speech", "aspeech", "image_generation", "aimage_generation", "moderation", "amoderation",
                         "_arealtime", "arealtime", "anthropic_messages", "amessages"}
+
+
+# general_settings.alerting_args Moneta acts on, by AlertSettings field; LiteLLM's others are named.
+_ALERTING_ARGS = {"webhook_timeout_s": "timeout_s", "webhook_max_attempts": "max_attempts",
+                  "webhook_backoff_s": "backoff_s", "webhook_max_backoff_s": "max_backoff_s"}
 
 
 class ConfigError(ValueError):
@@ -151,6 +157,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
     reader = _Reader({**{k: str(v) for k, v in extra_env.items()}, **environ})
     reader.note_unknown(raw, _TOP_LEVEL, "")
     reader.note_unsupported(raw, "", "")
+    alerting = _alerting(_section(raw, "general_settings"), reader)
     general, litellm, router = (_settings(raw, name, known, reader) for name, known in (
         ("general_settings", _GENERAL), ("litellm_settings", _LITELLM), ("router_settings", _ROUTER)))
     reader.unsupported.extend(config_notices.strategy_args_not_supported(router.get("routing_strategy_args")))
@@ -180,10 +187,11 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
         connection_limits=_connection_limits(general),
         cache=cache,
         budgets=_budgets(general, litellm),
+        alerting=alerting,
         require_auth_for_metrics=general.get("require_auth_for_metrics_endpoint", False),
         router_settings=router,
         litellm_settings=litellm,
-        general_settings={k: v for k, v in general.items() if k != "master_key"},
+        general_settings={k: v for k, v in general.items() if k not in ("master_key", "alerting_webhook_secret")},
         notices=config_notices.notices(reader.unsupported, reader.unknown, len(deployments), reader.trimmed),
     )
     try:
@@ -288,6 +296,49 @@ def _cache_redis_url(params: dict, reader: _Reader, redis_url: str | None, where
     port = _int(reader.resolve(params.get("port", 6379), f"{where}.port"), f"{where}.port")
     password = reader.resolve(params.get("password"), f"{where}.password")
     return f"redis://{f':{password}@' if password else ''}{host}:{port}/0"
+
+
+def _alerting(general: dict, reader: _Reader) -> AlertSettings | None:
+    """Budget alerts to webhooks when `alerting` lists "webhook"; its other types are named."""
+    kinds = general.get("alerting") or []
+    if not isinstance(kinds, list) or not all(isinstance(kind, str) for kind in kinds):
+        raise ConfigError('general_settings.alerting must be a list of alerting types, as ["webhook"]')
+    reader.unsupported.extend(f"general_settings.alerting[{kind}]" for kind in kinds if kind != "webhook")
+    args = general.get("alerting_args") or {}
+    if not isinstance(args, dict):
+        raise ConfigError("general_settings.alerting_args must be a mapping")
+    reader.unsupported.extend(config_notices.not_acted_on(args, _ALERTING_ARGS, "general_settings.alerting_args."))
+    if "webhook" not in kinds:
+        return None
+    where = "general_settings.alerting_args."
+    settings: dict[str, Any] = {_ALERTING_ARGS[key]: _positive(args[key], where + key) for key in
+                                ("webhook_timeout_s", "webhook_backoff_s", "webhook_max_backoff_s") if key in args}
+    if "webhook_max_attempts" in args:
+        settings["max_attempts"] = _int(_positive(args["webhook_max_attempts"], where + "webhook_max_attempts"),
+                                        where + "webhook_max_attempts")
+    return AlertSettings(webhook_urls=_webhook_urls(general, reader),
+                         webhook_secret=_webhook_secret(general, reader), **settings)
+
+
+def _webhook_urls(general: dict, reader: _Reader) -> tuple[str, ...]:
+    key = "general_settings.alerting_webhook_url"
+    given = general.get("alerting_webhook_url")
+    urls = [reader.resolve(url, key) for url in (given if isinstance(given, list) else [given] if given else [])]
+    if not urls:
+        raise ConfigError(f'{key} is required when general_settings.alerting lists "webhook"')
+    for url in urls:
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ConfigError(f"{key} must be http(s) URLs")  # the URL itself is not shown: it may be a credential
+    return tuple(dict.fromkeys(urls))
+
+
+def _webhook_secret(general: dict, reader: _Reader) -> str:
+    key = "general_settings.alerting_webhook_secret"
+    secret = reader.trim(reader.resolve(general.get("alerting_webhook_secret"), key), key)
+    if not isinstance(secret, str) or not secret:
+        raise ConfigError(f"{key} is required to sign the webhooks' bodies (HMAC-SHA256); os.environ/NAME reads it"
+                          " from the environment")
+    return secret
 
 
 def _connection_limits(general: dict) -> ConnectionLimits:

@@ -12,7 +12,7 @@ NOT_SUPPORTED: dict[str, frozenset[str]] = {
     "": frozenset({"guardrails", "mcp_servers", "callback_settings", "search_tools", "vector_store_registry",
                    "credential_list", "files_settings", "finetune_settings", "assistant_settings", "include"}),
     "general_settings": frozenset({
-        "max_response_size_mb", "store_model_in_db", "alerting", "alerting_threshold", "proxy_batch_write_at",
+        "max_response_size_mb", "store_model_in_db", "alerting_threshold", "proxy_batch_write_at",
         "database_connection_pool_limit", "database_connection_timeout", "disable_spend_logs",
         "disable_master_key_return", "allowed_routes", "enforce_user_param", "custom_auth",
         "allow_requests_on_db_unavailable", "public_routes", "litellm_key_header_name", "ui_access_mode",
@@ -57,6 +57,11 @@ def strategy_args_not_supported(args: Any) -> list[str]:
         return []
     return [f"router_settings.routing_strategy_args.{key}" for key, value in args.items()
             if key not in STRATEGY_ARGS and _asks(value)]
+
+
+def not_acted_on(section: Mapping[str, Any], acted_on: Iterable[str], where: str) -> list[str]:
+    """The keys of `section` outside `acted_on` that ask for something."""
+    return [f"{where}{key}" for key, value in section.items() if key not in acted_on and _asks(value)]
 
 
 def _asks(value: Any) -> bool:

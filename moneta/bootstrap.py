@@ -17,9 +17,11 @@ from zoneinfo import ZoneInfo
 from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from moneta.application import abandonment
+from moneta.application.alert_delivery import AlertDelivery, BackgroundDelivery
 from moneta.application.access_directory import Directory
 from moneta.application.access_sync import DirectorySync
 from moneta.application.authentication import Authenticator
@@ -46,13 +48,13 @@ from moneta.application.rate_limits import LimitStore
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
 from moneta.domain.budgets import BudgetLine
-from moneta.domain.request_record import RequestRecord
 from moneta.infrastructure.access_store import EventStoreAccess
 from moneta.infrastructure.budgets_in_process import InProcessBudgetStore
 from moneta.infrastructure.aggregate_reader import EventStoreReader
 from moneta.infrastructure.event_store import StoreLocation
 from moneta.infrastructure.event_store import migrate as migrate_store
 from moneta.projections.access import AccessViewReader
+from moneta.projections.alert_deliveries import AlertDeliveries
 from moneta.projections.budgets import BudgetViewReader
 from moneta.projections.in_flight import InFlightQueries
 from moneta.projections.instances import InstanceHeartbeat
@@ -321,26 +323,30 @@ def call_metrics(config: GatewayConfig, environ: Mapping[str, str]) -> CallMetri
 
 @dataclass
 class ReadSide:
-    """The projection runner over the ledger, with connections of its own."""
+    """The projection runner over the ledger, with connections of its own, and the budget alerts'
+    deliverer when alerting is configured."""
 
     event_store: Application
     store: ViewStore
     runner: ProjectionRunner
     abandon_after_s: float
+    alerts: BackgroundDelivery | None = None
 
     def close_abandoned(self) -> int:
         """Ends as Abandoned the calls of gateway processes that are gone; returns how many."""
         return abandonment.sweep(InFlightQueries(self.store), EventStoreReader(self.event_store),
-                                 self._save_unless_moved, datetime.now(UTC), self.abandon_after_s)
+                                 self.save_unless_moved, datetime.now(UTC), self.abandon_after_s)
 
-    def _save_unless_moved(self, record: RequestRecord) -> bool:
+    def save_unless_moved(self, aggregate: Aggregate) -> bool:
         try:
-            self.event_store.save(record)
-        except IntegrityError:  # its process settled it after all
+            self.event_store.save(aggregate)
+        except IntegrityError:  # its process settled it after all (another deliverer, for an alert)
             return False
         return True
 
     def close(self) -> None:
+        if self.alerts is not None:
+            self.alerts.stop()
         self.runner.stop()
         self.store.close()
         self.event_store.close()
@@ -351,7 +357,14 @@ def build_read_side(config: GatewayConfig) -> ReadSide:
     event_store = location.open()
     store = open_view_store(location, check_connections=False)  # the runner retries what fails
     runner = ProjectionRunner(event_store, store, listen_dsn=location.postgres_dsn)
-    return ReadSide(event_store, store, runner, config.abandon_after_s)
+    read_side = ReadSide(event_store, store, runner, config.abandon_after_s)
+    if config.alerting:
+        from moneta.infrastructure.webhook_sender import AiohttpWebhookSender
+
+        read_side.alerts = BackgroundDelivery(AlertDelivery(
+            config.alerting, AlertDeliveries(store), EventStoreReader(event_store), read_side.save_unless_moved,
+            AiohttpWebhookSender()))
+    return read_side
 
 
 def open_view_store(location: StoreLocation, check_connections: bool = True) -> ViewStore:

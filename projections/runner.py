@@ -27,8 +27,8 @@ from eventsourcing.application import Application
 from eventsourcing.utils import resolve_topic
 
 from moneta.projections import (
-    access, budgets, daily_activity, deployment_health, in_flight, instances, quarantine, spend_log, tracking,
-    usage_report,
+    access, alert_deliveries, budgets, daily_activity, deployment_health, in_flight, instances, quarantine, spend_log,
+    tracking, usage_report,
 )
 from moneta.projections.page import Page
 from moneta.projections.view_store import ViewCursor, ViewStore
@@ -82,7 +82,8 @@ class ProjectionRunner:
         with self.store.transaction() as cur:
             if self.store.dialect == "postgres":
                 cur.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_ID,))
-            schema = (*tracking.DDL, *quarantine.DDL, *instances.DDL, *(ddl for view in self.views for ddl in view.DDL))
+            schema = (*tracking.DDL, *quarantine.DDL, *instances.DDL, *alert_deliveries.DDL,
+                      *(ddl for view in self.views for ddl in view.DDL))
             for statement in schema:
                 cur.execute(self.store.ddl(statement))
             tracking.upgrade(cur)

@@ -73,7 +73,7 @@ def test_a_litellm_file_loads_unchanged(tmp_path, caplog):
     assert caplog.text == ""  # loading logs nothing: the process that starts the gateway tells config.notices
     # every key above is one LiteLLM documents; those Moneta does not act on are named, no key is unknown
     assert config.notices == ("config keys accepted, not supported (they have no effect): "
-                              "general_settings.alerting, litellm_settings.success_callback",)
+                              "general_settings.alerting[slack], litellm_settings.success_callback",)
     first, second, third = config.deployments
     assert (first.model_name, first.provider, first.provider_model) == ("gpt-4o", "openai", "gpt-4o")
     assert first.api_key == "sk-openai-test" and first.rpm == 600 and first.tpm == 100000

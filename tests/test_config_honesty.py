@@ -61,7 +61,7 @@ def test_accepted_keys_that_do_nothing_are_named_in_one_notice():
         "router_settings": {"model_group_alias": {"a": "x"}},
     }, {})
     assert config.notices == ("config keys accepted, not supported (they have no effect): guardrails, "
-                              "general_settings.alerting, general_settings.store_model_in_db, "
+                              "general_settings.alerting[slack], general_settings.store_model_in_db, "
                               "general_settings.pass_through_endpoints, litellm_settings.success_callback, "
                               "litellm_settings.callbacks, router_settings.model_group_alias, "
                               "model_list[0].litellm_params.max_retries",)
