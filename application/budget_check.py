@@ -35,6 +35,8 @@ DEFAULT_MAX_OUTPUT_TOKENS = 4096
 AUDIO_BYTES_PER_SECOND = 4000  # 32 kbit/s, below any common speech encoding: never fewer seconds than the file holds
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLION = 1_000_000
+_MAX_REMEMBERED = 10_000
+_PRICES_FOR_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,28 @@ class Budgets:
         self.group = group
         self.settings = settings
         self._settling: set[asyncio.Task[None]] = set()
+        # Lines are kept while the directory does not change and their periods last; prices per
+        # token for a minute (prices change by period, not by call).
+        self._lines: dict[tuple[str, str, str], tuple[int, datetime | None, list[BudgetLine]]] = {}
+        self._prices: dict[str, tuple[float, Decimal, Decimal]] = {}
+        self._settle_now = getattr(store, "settle_now", None)
 
     # -- which budgets ---------------------------------------------------------------------------
 
     def lines(self, principal: Principal | None, model: str, end_user: str, now: datetime) -> list[BudgetLine]:
+        """The budgets the call falls under, each in its period now."""
+        known = (principal.key_id if principal is not None else "", model, end_user)
+        cached = self._lines.get(known)
+        if cached is not None and cached[0] == self.directory.version and (cached[1] is None or now < cached[1]):
+            return cached[2]
+        lines = self._lines_now(principal, model, end_user, now)
+        ends = [datetime.fromisoformat(line.resets_at) for line in lines if line.resets_at]
+        if len(self._lines) >= _MAX_REMEMBERED:
+            self._lines.clear()
+        self._lines[known] = (self.directory.version, min(ends) if ends else None, lines)
+        return lines
+
+    def _lines_now(self, principal: Principal | None, model: str, end_user: str, now: datetime) -> list[BudgetLine]:
         found: list[BudgetLine | None] = [self._proxy(now)]
         if principal is not None and principal.key_id:
             key, team = principal.key, principal.team
@@ -200,9 +220,19 @@ class Budgets:
             return CallPrice(max(self.prices.quote(d, Usage(audio_seconds=seconds), now).cost for d in deployments),
                              Decimal(0))
         tokens = await self._input_tokens(call_type, call)
-        input_cost = max(self.prices.quote(d, Usage(prompt_tokens=tokens), now).cost for d in deployments)
-        per_token = max(self.prices.quote(d, Usage(completion_tokens=_MILLION), now).cost for d in deployments) / _MILLION
-        return CallPrice(input_cost, per_token)
+        per_input, per_output = self._per_token(model, deployments, now)
+        return CallPrice(per_input * tokens, per_output)
+
+    def _per_token(self, model: str, deployments: Sequence[Deployment], now: datetime) -> tuple[Decimal, Decimal]:
+        """The dearest input and output price per token in the group, looked up once a minute."""
+        cached = self._prices.get(model)
+        if cached is not None and cached[0] > now.timestamp():
+            return cached[1], cached[2]
+        per_input = max(self.prices.quote(d, Usage(prompt_tokens=_MILLION), now).cost for d in deployments) / _MILLION
+        per_output = max(self.prices.quote(d, Usage(completion_tokens=_MILLION), now).cost
+                         for d in deployments) / _MILLION
+        self._prices[model] = (now.timestamp() + _PRICES_FOR_S, per_input, per_output)
+        return per_input, per_output
 
     async def _input_tokens(self, call_type: str, call: dict[str, Any]) -> int:
         if call_type == "chat":
@@ -230,7 +260,11 @@ class Budgets:
             if cost > reserved and lines:
                 record.overrun(reserved=from_nanos(reserved), charged=record.cost,
                                reason="the provider reported more usage than the call could produce as reserved")
-            if lines:
+            if not lines:
+                return
+            if self._settle_now is not None:
+                self._settle_now(request_id, lines, cost, datetime.now(UTC).timestamp())
+            else:
                 self._spawn(self.store.settle(request_id, lines, cost, datetime.now(UTC).timestamp()))
         return update_spend
 
