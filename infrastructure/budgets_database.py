@@ -38,6 +38,7 @@ from moneta.infrastructure.event_store import StoreLocation
 
 SWEEP_S = 60.0
 KEEP_S = 86_400.0  # a counter outlives its period by a day: late settlements still find it
+ATTEMPTS = 3  # a row created by the first is there for the second; a third covers one swept meanwhile
 _MIGRATE_LOCK_ID = 0x6D6F6E62  # "monb": serialises concurrent table creation on Postgres
 
 Key = tuple[str, str]  # scope, period
@@ -116,7 +117,7 @@ class DatabaseBudgetStore:
     def _reserve(self, request_id: str, lines: Sequence[BudgetLine], wanted: int, minimum: int,
                  now: float) -> BudgetDecision:
         keys = sorted({(line.scope, line.period) for line in lines})
-        while True:
+        for _ in range(ATTEMPTS):
             with self._db.transaction() as tx:
                 spent = tx.lock_counters(keys)
                 if len(spent) == len(keys):
@@ -130,6 +131,8 @@ class DatabaseBudgetStore:
             missing = [line for line in lines if (line.scope, line.period) not in spent]
             self._db.create([(line.scope, line.period, amount, _expires_at(line))
                              for line, amount in zip(missing, self._reader.spent(missing))])
+        else:
+            raise BudgetUnverifiable("budget counter rows vanish as they are created (swept?)")
         if now - self._swept_at >= SWEEP_S:
             self._swept_at = now
             self._db.sweep(now)

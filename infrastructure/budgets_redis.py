@@ -13,10 +13,10 @@ Lua numbers are doubles: the arithmetic is exact while limits, amounts and count
 2^53 nano-dollars (about 9 million dollars). A larger limit or amount is refused (ValueError)
 rather than compared inexactly. Amounts travel to Redis as decimal strings.
 
-The keys expire KEEP_S after their period ends (`BudgetLine.resets_at`); a lifetime budget's
-never do. When Redis fails or does not answer within the deadline the call raises
-BudgetUnverifiable, and until a background ping succeeds again (every `retry_s`) calls raise it at
-once: no request waits on a Redis known to be down. A settlement that fails leaves its
+The keys expire KEEP_S after their period ends (`BudgetLine.resets_at`, counted from the caller's
+`now`); a lifetime budget's never do. When Redis fails or does not answer within the deadline
+(0.5 s) the call raises BudgetUnverifiable, and until a background ping succeeds again (every
+`retry_s`) calls raise it at once: no request waits on a Redis known to be down. A settlement that fails leaves its
 reservation to expire with its lease and its cost out of the shared counter.
 """
 from __future__ import annotations
@@ -41,9 +41,10 @@ KEEP_S = 86_400  # a counter outlives its period by a day: late settlements stil
 TIMEOUT_S = 0.25
 RETRY_S = 3.0
 MAX_CONNECTIONS = 32
+ATTEMPTS = 3  # a counter set by the second call is there; a third covers one evicted meanwhile
 
 # KEYS: per line its counter, leases and amounts. ARGV: now (ms), lease end (ms), request id,
-# wanted, minimum, then per line: limit, expire at (epoch s, 0: never), spent to start from ('': none).
+# wanted, minimum, then per line: limit, lifetime of its keys (s, 0: for ever), spent to start from ('': none).
 # Reply: {-1, missing line numbers...} or {1, reserved, per line spent, held} or
 # {0, tightest line number, per line spent, held}.
 _RESERVE = """
@@ -52,9 +53,9 @@ local wanted, minimum = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lines = #KEYS / 3
 local missing = {-1}
 for i = 1, lines do
-  local c, expire, init = KEYS[3 * i - 2], ARGV[4 + 3 * i], ARGV[5 + 3 * i]
-  if init ~= '' and redis.call('HSETNX', c, 'spent', init) == 1 and expire ~= '0' then
-    redis.call('EXPIREAT', c, expire)
+  local c, ttl, init = KEYS[3 * i - 2], ARGV[4 + 3 * i], ARGV[5 + 3 * i]
+  if init ~= '' and redis.call('HSETNX', c, 'spent', init) == 1 and ttl ~= '0' then
+    redis.call('EXPIRE', c, ttl)
   end
   if redis.call('HEXISTS', c, 'spent') == 0 then missing[#missing + 1] = i end
 end
@@ -86,15 +87,15 @@ else
   return {0, tightest, unpack(seen)}
 end
 for i = 1, lines do
-  local c, l, a, expire = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[4 + 3 * i]
+  local c, l, a, ttl = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[4 + 3 * i]
   local previous = redis.call('HGET', a, id)
   if previous then redis.call('HINCRBY', c, 'held', '-' .. previous) end
   redis.call('HINCRBY', c, 'held', amount)
   redis.call('HSET', a, id, amount)
   redis.call('ZADD', l, lease_end, id)
-  if expire ~= '0' then
-    redis.call('EXPIREAT', l, expire)
-    redis.call('EXPIREAT', a, expire)
+  if ttl ~= '0' then
+    redis.call('EXPIRE', l, ttl)
+    redis.call('EXPIRE', a, ttl)
   end
 end
 return {1, amount, unpack(seen)}
@@ -144,7 +145,7 @@ class RedisBudgetStore:
         _check_exact([*(line.limit for line in lines), wanted, minimum])
         keys = _keys(lines)
         starts: dict[int, int] = {}  # line index -> spent read from the ledger's view
-        while True:
+        for _ in range(ATTEMPTS):
             reply = await self._call(self._reserve, keys, _reserve_args(request_id, lines, wanted, minimum, now,
                                                                         starts))
             if int(reply[0]) != -1:
@@ -152,6 +153,7 @@ class RedisBudgetStore:
             missing = [int(number) - 1 for number in reply[1:]]
             spent = await asyncio.to_thread(self._reader.spent, [lines[i] for i in missing])
             starts.update(zip(missing, spent))
+        raise BudgetUnverifiable("budget counters in redis vanish as they are set (evicted?)")
 
     async def settle(self, request_id: str, lines: Sequence[BudgetLine], cost: int, now: float) -> None:
         if lines:
@@ -204,14 +206,15 @@ def _reserve_args(request_id: str, lines: Sequence[BudgetLine], wanted: int, min
                   starts: dict[int, int]) -> list[str]:
     args = [str(int(now * 1000)), str(int((now + LEASE_S) * 1000)), request_id, str(wanted), str(minimum)]
     for i, line in enumerate(lines):
-        args += [str(line.limit), str(_expire_at(line)), str(starts[i]) if i in starts else ""]
+        args += [str(line.limit), str(_lifetime(line, now)), str(starts[i]) if i in starts else ""]
     return args
 
 
-def _expire_at(line: BudgetLine) -> int:
+def _lifetime(line: BudgetLine, now: float) -> int:
+    """Seconds from `now` (the caller's clock, as the leases') to a day after the period's end."""
     if line.resets_at is None:
         return 0
-    return int(datetime.fromisoformat(line.resets_at).timestamp()) + KEEP_S
+    return max(0, int(datetime.fromisoformat(line.resets_at).timestamp() - now)) + KEEP_S
 
 
 def _decision(reply: list, lines: Sequence[BudgetLine]) -> BudgetDecision:
