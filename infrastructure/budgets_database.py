@@ -185,9 +185,11 @@ class _Postgres:
 
     def sweep(self, now: float) -> None:
         with self._pool.connection() as conn:
-            conn.autocommit = True  # each delete its own transaction: the sweep never holds two locks
+            conn.autocommit = True  # each delete its own transaction, skipping rows a reservation holds: never waits
             try:
-                conn.execute("DELETE FROM moneta_budget_reservations WHERE lease_end <= %s", (now,))
+                conn.execute("""DELETE FROM moneta_budget_reservations WHERE (scope, period, request_id) IN
+                                (SELECT scope, period, request_id FROM moneta_budget_reservations
+                                 WHERE lease_end <= %s FOR UPDATE SKIP LOCKED)""", (now,))
                 conn.execute("""DELETE FROM moneta_budget_counters WHERE (scope, period) IN
                                 (SELECT scope, period FROM moneta_budget_counters WHERE expires_at <= %s
                                  FOR UPDATE SKIP LOCKED)""", (now,))

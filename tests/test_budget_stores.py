@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -15,7 +16,7 @@ import pytest
 from moneta.application.budget_store import BudgetUnverifiable
 from moneta.domain.budgets import LEASE_S, BudgetLine
 from moneta.infrastructure.budget_stores import budget_store_for
-from moneta.infrastructure.budgets_database import DatabaseBudgetStore, budgets_file
+from moneta.infrastructure.budgets_database import KEEP_S, DatabaseBudgetStore, budgets_file
 from moneta.infrastructure.budgets_in_process import InProcessBudgetStore
 from moneta.infrastructure.budgets_redis import MAX_EXACT, RedisBudgetStore
 from tests import budget_store_worker
@@ -152,6 +153,18 @@ async def test_a_shared_counter_outlives_the_store_that_started_it(request, kind
     seen = await second.reserve("r2", [line("key:k", 100)], 1, 1, T0 + 1)
     await second.close()
     assert (_counters(seen), ledger.asked) == ([(10, 30)], [])
+
+
+@pytest.mark.parametrize("kind", [pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"])
+async def test_the_database_sweeps_ended_periods_and_expired_leases(request, kind):
+    ledger = Ledger({"key:k": 10})
+    store = _open(kind, _url(request, kind), ledger)
+    await store.reserve("lost", [line("key:k", 100)], 30, 30, T0)
+    a_day_after_the_month = datetime.fromisoformat(MONTH[1]).timestamp() + KEEP_S
+    await store.reserve("other", [line("user:u", 100, monthly=False)], 1, 1, a_day_after_the_month)
+    seen = await store.reserve("again", [line("key:k", 100)], 1, 1, a_day_after_the_month)
+    await store.close()
+    assert (_counters(seen), ledger.asked) == ([(10, 0)], ["key:k", "user:u", "key:k"])
 
 
 async def test_concurrent_reservations_admit_exactly_what_the_limit_pays_for(ledger_and_store):
