@@ -62,7 +62,7 @@ async def checked(request: HTTPConnection, caller: Caller, call: dict[str, Any],
     """The checks after validation: the model and end user allowed, the rate limits taken, the
     budgets reserved (both given back when the call ends). What they saw goes into `seen`, for
     the ledger, refused or not; the rate limits' headers go out with the response."""
-    call = authorize(request, caller, call)
+    call = await authorize(request, caller, call)
     container = request.app.state.container
     principal = getattr(request.state, "principal", None)
     rate_limits: RateLimits = container.rate_limits
@@ -129,11 +129,11 @@ def _with_end_user(request: HTTPConnection, caller: Caller, call: dict[str, Any]
     return replace(caller, end_user=end_user[:256]) if end_user else caller
 
 
-def authorize(request: HTTPConnection, caller: Caller, call: dict[str, Any]) -> dict[str, Any]:
+async def authorize(request: HTTPConnection, caller: Caller, call: dict[str, Any]) -> dict[str, Any]:
     """The call with its model group named as the key's aliases say, once the key may call it and
     its end user is not blocked."""
     principal = getattr(request.state, "principal", None)
     model = model_for(principal, call["model"])
     if caller.end_user and principal is not None:
-        request.app.state.container.end_users.check(caller.end_user)
+        await request.app.state.container.end_users.check(caller.end_user)
     return call if model == call["model"] else {**call, "model": model}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
@@ -168,7 +169,11 @@ class Budgets:
         line = self._entity(scope, name, entity, now)
         if line is None:
             return None
-        (seen,) = await self.store.counters([line], now.timestamp())
+        probe = f"status:{uuid.uuid4()}"  # reserving nothing reads the counters on every store alike
+        decision = await self.store.reserve(probe, [line], 0, 0, now.timestamp())
+        if decision.allowed:
+            await self.store.settle(probe, [line], 0, now.timestamp())
+        (seen,) = decision.seen
         return {"scope": line.scope, "max_budget": _usd(line.limit), "period_start": line.period,
                 "budget_reset_at": line.resets_at, "spend": _usd(seen.spent), "reserved": _usd(seen.reserved),
                 "soft_budget": None if line.soft is None else _usd(line.soft)}

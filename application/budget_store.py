@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from moneta.domain.budgets import BudgetDecision, BudgetLine, Headroom
+from moneta.domain.budgets import BudgetDecision, BudgetLine
 
 
 class BudgetUnverifiable(Exception):
@@ -28,10 +28,6 @@ class BudgetStore(Protocol):
         SpentReader), drops reservations whose lease ended, decides with `domain.budgets.decide`,
         and when allowed adds the reserved amount to every line, leased to `request_id` until
         `now + LEASE_S`. BudgetUnverifiable when the counters cannot be reached."""
-        ...
-
-    async def counters(self, lines: Sequence[BudgetLine], now: float) -> list[Headroom]:
-        """Each line's counters now (spent, and held by calls in flight), changing nothing."""
         ...
 
     async def settle(self, request_id: str, lines: Sequence[BudgetLine], cost: int, now: float) -> None:

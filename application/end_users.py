@@ -9,6 +9,7 @@ import logging
 from moneta.application.access_directory import Directory
 from moneta.application.management.context import AccessStore
 from moneta.application.management.customers import first_use
+from moneta.domain.access import entity_id
 from moneta.domain.errors import ConflictError, PermissionDeniedError
 
 log = logging.getLogger("moneta.access")
@@ -21,16 +22,28 @@ class EndUsers:
         self._default_budget_id = default_budget_id
         self._creating: set[str] = set()
 
-    def check(self, end_user: str) -> None:
-        """PermissionDeniedError (403) for a blocked or deleted customer; an unknown one is
-        recorded in the background (the call does not wait for it)."""
+    async def check(self, end_user: str) -> None:
+        """PermissionDeniedError (403) for a blocked or deleted customer. One this worker does not
+        know is looked up in the ledger once (made through another server a moment ago), and
+        recorded in the background when it is new there too (the call does not wait for that)."""
         customer = self.directory.get("customer", end_user)
+        if customer is None and end_user not in self._creating:
+            customer = await asyncio.to_thread(self._stored, end_user)
+            if customer is None:
+                self._create(end_user)
         if customer is None:
-            self._create(end_user)
-        elif customer.get("deleted"):
+            return
+        if customer.get("deleted"):
             raise PermissionDeniedError(f"The end user {end_user!r} was deleted.", param="user", code="customer_deleted")
         elif customer.get("blocked"):
             raise PermissionDeniedError(f"The end user {end_user!r} is blocked.", param="user", code="customer_blocked")
+
+    def _stored(self, end_user: str) -> dict | None:
+        stored = self._store.get(entity_id("customer", end_user))
+        if stored is None:
+            return None
+        self.directory.put("customer", end_user, stored.state)
+        return self.directory.get("customer", end_user)
 
     def _create(self, end_user: str) -> None:
         if end_user in self._creating:

@@ -217,7 +217,7 @@ class _PostgresTransaction:
         return {(scope, period): int(amount) for scope, period, amount in rows}
 
     def hold(self, keys: list[Key], request_id: str, amount: int, lease_end: float) -> None:
-        self._conn.execute(f"""INSERT INTO moneta_budget_reservations
+        self._conn.execute("""INSERT INTO moneta_budget_reservations
                                SELECT scope, period, %s, %s, %s FROM unnest(%s::text[], %s::text[]) AS k(scope, period)
                                ON CONFLICT (scope, period, request_id)
                                DO UPDATE SET amount = EXCLUDED.amount, lease_end = EXCLUDED.lease_end""",

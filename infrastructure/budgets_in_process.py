@@ -59,9 +59,6 @@ class InProcessBudgetStore:
                 counter.hold(request_id, decision.reserved, now + LEASE_S)
         return decision
 
-    async def counters(self, lines: Sequence[BudgetLine], now: float) -> list[Headroom]:
-        return [Headroom(line, c.spent, c.reserved(now)) for line, c in zip(lines, await self._counters_of(lines))]
-
     async def _counters_of(self, lines: Sequence[BudgetLine]) -> list[_Counter]:
         missing = [line for line in lines if (line.scope, line.period) not in self._counters]
         if missing:

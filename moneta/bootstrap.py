@@ -284,11 +284,13 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
     health checks the config asks for, and a Redis probe for readiness."""
     from moneta.infrastructure import tokenizer as tiktoken_files
     from moneta.infrastructure.health_checks import background_health_checks
+    from moneta.infrastructure.budget_stores import budget_store_for
     from moneta.infrastructure.limit_stores import limit_store_for
     from moneta.projections.lag_metrics import ProjectionLag
 
     tiktoken_files.preload()
-    limits = limit_store_for(config.redis_url, config.database_url, int(environ.get(WORKERS, "1")))
+    workers = int(environ.get(WORKERS, "1"))
+    limits = limit_store_for(config.redis_url, config.database_url, workers)
     metrics = call_metrics(config, environ)
     container = build(config, environ, limits=limits, observer=metrics)
     store = open_view_store(container.location)
@@ -299,7 +301,7 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
     container.read_access_view(AccessViewReader(store))
     container.access.spend_totals = container.views
     spent = BudgetViewReader(store, container.reader.head, RUNNER_NAME)
-    container.count_budgets(InProcessBudgetStore(spent))
+    container.count_budgets(budget_store_for(config.redis_url, config.database_url, workers, spent))
     beat_s = abandonment.beat_interval_s(config.abandon_after_s)
     container.background.append(InstanceHeartbeat(store, container.instance, beat_s))
     checks = background_health_checks(config, container.gateway.router, container.providers)

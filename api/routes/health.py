@@ -49,6 +49,8 @@ async def readiness(request: Request) -> Response:
     # Degraded: serving, but some events are quarantined and missing from the views.
     overall = "unhealthy" if not healthy else "degraded" if read_side == "degraded" else "healthy"
     body = {"status": overall, **results, "rate_limits": container.rate_limits.store.mode,
+            "budgets": {"store": container.budgets.store.mode,
+                        "when_unverifiable": "admit" if container.budgets.settings.fail_open else "refuse"},
             "ledger": container.location.kind, "litellm_version": None, "moneta_version": request.app.version}
     return json_response(body, status_code=200 if healthy else 503)
 

@@ -39,7 +39,7 @@ def info(ctx: Context, principal: Principal, body: Any) -> list[dict[str, Any]]:
     require_reader(principal, "read budgets")
     found = []
     for budget_id in f.required(fields, "budgets"):
-        budget = ctx.directory.live("budget", budget_id)
+        budget = ctx.live("budget", budget_id)
         if budget is None:
             raise NotFoundError(f"Budget {budget_id!r} does not exist.", param="budgets")
         found.append(shown(budget))

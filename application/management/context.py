@@ -11,7 +11,7 @@ from uuid import UUID
 
 from moneta.application.access_directory import Directory
 from moneta.application.principal import Principal
-from moneta.domain.access import AccessEntity, entity_id
+from moneta.domain.access import AccessEntity, Budget, Customer, Organization, Team, User, entity_id
 from moneta.domain.errors import NotFoundError, PermissionDeniedError
 
 E = TypeVar("E", bound=AccessEntity)
@@ -65,6 +65,19 @@ class Context:
             raise NotFoundError(f"{what} {name!r} does not exist.", param=_param(entity))
         return found  # type: ignore[return-value]
 
+    def live(self, kind: str, name: str | None) -> dict[str, Any] | None:
+        """The entity's state unless it does not exist or was deleted: from this worker's directory,
+        else from the ledger (a change made through another server a moment ago)."""
+        if not name:
+            return None
+        found = self.directory.live(kind, name)
+        if found is None:
+            stored = self.store.get(entity_id(KINDS[kind].kind, name))
+            if stored is not None and not stored.is_deleted:
+                self.directory.put(kind, name, stored.state)
+                found = self.directory.live(kind, name)
+        return found
+
     def exists(self, entity: type[AccessEntity], name: str) -> bool:
         return self.store.get(entity_id(entity.kind, name)) is not None
 
@@ -89,6 +102,7 @@ def name_of(entity: AccessEntity) -> str:
     return str(entity.state[NAME_FIELD[entity.kind]])
 
 
+KINDS = {"team": Team, "user": User, "organization": Organization, "customer": Customer, "budget": Budget}
 NAME_FIELD = {"key": "key_id", "team": "team_id", "user": "user_id", "organization": "organization_id",
               "customer": "user_id", "budget": "budget_id"}
 

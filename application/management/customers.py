@@ -71,7 +71,7 @@ def info(ctx: Context, principal: Principal, end_user_id: str | None) -> dict[st
     require_reader(principal, "read customers")
     if not end_user_id:
         raise BadRequestError("'end_user_id' is required.", param="end_user_id", code="missing_field")
-    customer = ctx.directory.live("customer", end_user_id)
+    customer = ctx.live("customer", end_user_id)
     if customer is None:
         raise NotFoundError(f"Customer {end_user_id!r} does not exist.", param="end_user_id")
     return {**shown(customer), "spend": ctx.spend("end_user", end_user_id)}
@@ -84,7 +84,7 @@ def listed(ctx: Context, principal: Principal) -> list[dict[str, Any]]:
 
 
 def _check_budget(ctx: Context, budget_id: str | None) -> None:
-    if budget_id and ctx.directory.live("budget", budget_id) is None:
+    if budget_id and ctx.live("budget", budget_id) is None:
         raise NotFoundError(f"Budget {budget_id!r} does not exist.", param="budget_id")
 
 

@@ -137,10 +137,10 @@ def shown(state: dict[str, Any], secret: str | None = None) -> dict[str, Any]:
 
 def _may_issue(ctx: Context, principal: Principal, fields: dict[str, Any]) -> None:
     """A proxy admin issues any key; a team admin, keys of their team; an internal user, their own."""
-    team = ctx.directory.live("team", fields.get("team_id")) if fields.get("team_id") else None
+    team = ctx.live("team", fields.get("team_id")) if fields.get("team_id") else None
     if fields.get("team_id") and team is None:
         raise NotFoundError(f"Team {fields['team_id']!r} does not exist.", param="team_id")
-    if fields.get("budget_id") and ctx.directory.live("budget", fields["budget_id"]) is None:
+    if fields.get("budget_id") and ctx.live("budget", fields["budget_id"]) is None:
         raise NotFoundError(f"Budget {fields['budget_id']!r} does not exist.", param="budget_id")
     if principal.writes_everything:
         return

@@ -54,7 +54,7 @@ def delete(ctx: Context, principal: Principal, body: Any) -> dict[str, Any]:
 def info(ctx: Context, principal: Principal, org_id: str | None) -> dict[str, Any]:
     if not org_id:
         raise BadRequestError("'organization_id' is required.", param="organization_id", code="missing_field")
-    org = ctx.directory.live("organization", org_id)
+    org = ctx.live("organization", org_id)
     if org is None:
         raise NotFoundError(f"Organization {org_id!r} does not exist.", param="organization_id")
     if not (principal.reads_everything or principal.user_id in (org.get("members") or {})):
@@ -117,5 +117,5 @@ def _members(org: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _check_budget(ctx: Context, budget_id: str | None) -> None:
-    if budget_id and ctx.directory.live("budget", budget_id) is None:
+    if budget_id and ctx.live("budget", budget_id) is None:
         raise NotFoundError(f"Budget {budget_id!r} does not exist.", param="budget_id")

@@ -73,7 +73,7 @@ def delete(ctx: Context, principal: Principal, body: Any) -> dict[str, Any]:
 def info(ctx: Context, principal: Principal, team_id: str | None) -> dict[str, Any]:
     if not team_id:
         raise BadRequestError("'team_id' is required.", param="team_id", code="missing_field")
-    team = ctx.directory.live("team", team_id)
+    team = ctx.live("team", team_id)
     if team is None:
         raise NotFoundError(f"Team {team_id!r} does not exist.", param="team_id")
     reads_team(principal, team)

@@ -76,7 +76,7 @@ def info(ctx: Context, principal: Principal, user_id: str | None) -> dict[str, A
         raise BadRequestError("'user_id' is required.", param="user_id", code="missing_field")
     if not (principal.reads_everything or user_id == principal.user_id):
         raise PermissionDeniedError("You may read only your own user.", code="not_allowed")
-    user = ctx.directory.live("user", user_id)
+    user = ctx.live("user", user_id)
     if user is None:
         raise NotFoundError(f"User {user_id!r} does not exist.", param="user_id")
     return {"user_id": user_id, "user_info": {**shown(user), "spend": ctx.spend("user_id", user_id)},
