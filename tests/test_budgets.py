@@ -3,6 +3,10 @@ left, and every decision is in the ledger."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
+import threading
 import time
 import uuid
 from collections import Counter
@@ -20,6 +24,7 @@ from moneta.domain.budgets import BudgetLine, Headroom, decide, period, to_nanos
 from moneta.infrastructure.event_store import StoreLocation
 from tests.fake_openai import FakeOpenAI
 from tests.live_server import LiveServer
+from tests.webhook_receiver import WebhookReceiver
 
 MASTER = "sk-master-budgets-0001"
 ADMIN = {"Authorization": f"Bearer {MASTER}"}
@@ -49,12 +54,20 @@ def admin(base_url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     return response.json()
 
 
-def storm(base_url: str, keys: list[str], calls: int, body: dict[str, Any] = CHAT) -> Counter[int]:
-    async def run() -> list[httpx.Response]:
+def storm(base_url: str, keys: list[str], calls: int, body: dict[str, Any] = CHAT, at_once: int = 1000) -> Counter[int]:
+    """`calls` calls, `at_once` at a time; a call the server never answers counts as 0."""
+    async def run() -> list[int]:
+        gate = asyncio.Semaphore(at_once)
         async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
-            return await asyncio.gather(*(client.post("/v1/chat/completions", json=body, headers={
-                "Authorization": f"Bearer {keys[n % len(keys)]}"}) for n in range(calls)))
-    return Counter(answer.status_code for answer in asyncio.run(run()))
+            async def one(n: int) -> int:
+                async with gate:
+                    try:
+                        return (await client.post("/v1/chat/completions", json=body, headers={
+                            "Authorization": f"Bearer {keys[n % len(keys)]}"})).status_code
+                    except httpx.TransportError:
+                        return 0
+            return await asyncio.gather(*(one(n) for n in range(calls)))
+    return Counter(asyncio.run(run()))
 
 
 def spent(base_url: str, **filters: str) -> Decimal:
@@ -164,15 +177,23 @@ def test_a_period_ends_and_the_next_one_starts_empty(server: LiveServer) -> None
     assert post() == 200
 
 
-def test_spend_survives_a_restart(tmp_path: Path) -> None:
+def test_spend_survives_a_restart_in_the_middle_of_a_storm(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    with LiveServer(config(), tmp_path, env={"DATABASE_URL": url}) as live:
-        key = admin(live.base_url, "/key/generate", {"max_budget": str(CALL_COST * 40)})
-        assert storm(live.base_url, [key["key"]], 25)[200] == 25
-        live.kill()  # no shutdown: the views catch up when the next server starts
-    with LiveServer(config(), tmp_path, env={"DATABASE_URL": url}) as live:
-        assert storm(live.base_url, [key["key"]], 40)[200] == 15
-        assert spent(live.base_url, api_key=key["token"]) == CALL_COST * 40
+    slow = {"model_name": "m1", "litellm_params": {"model": "mock/mock-gpt", "mock_latency_ms": 100}}
+    settings = {**config(), "model_list": [slow]}
+    before: Counter[int] = Counter()
+    with LiveServer(settings, tmp_path, env={"DATABASE_URL": url}) as live:
+        key = admin(live.base_url, "/key/generate", {"max_budget": str(CALL_COST * 80)})
+        storming = threading.Thread(target=lambda: before.update(storm(live.base_url, [key["key"]], 100, at_once=10)))
+        storming.start()
+        time.sleep(0.6)
+        live.kill()  # kill -9 mid-storm: the calls in flight die with it, unpaid
+        storming.join()
+    with LiveServer(settings, tmp_path, env={"DATABASE_URL": url}) as live:
+        after = storm(live.base_url, [key["key"]], 100)
+        total = spent(live.base_url, api_key=key["token"])
+    assert 0 < before[200] < 80 and before[0] > 0, before  # the kill came in the middle
+    assert before[200] + after[200] == 80 and total == CALL_COST * 80, (before, after, total)
 
 
 def test_an_overrun_is_charged_in_full_and_recorded(tmp_path: Path) -> None:
@@ -209,3 +230,35 @@ def test_info_routes_show_the_budget_now(server: LiveServer) -> None:
     admin(server.base_url, "/team/new", {"team_id": "shown", "max_budget": 3})
     team = httpx.get(server.base_url + "/team/info", params={"team_id": "shown"}, headers=ADMIN).json()
     assert team["team_info"]["budget"]["period_start"] == "lifetime" and team["team_info"]["budget_reset_at"] is None
+
+
+def test_a_soft_budget_alert_reaches_a_webhook_once_and_signed(tmp_path: Path) -> None:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    receiver = asyncio.run_coroutine_threadsafe(WebhookReceiver().start(), loop).result(10)
+    secret = "whsec-budget-test"
+    settings = {**config(), "general_settings": {**config()["general_settings"], "alerting": ["webhook"],
+                                                 "alerting_webhook_url": receiver.url,
+                                                 "alerting_webhook_secret": secret}}
+    try:
+        with LiveServer(settings, tmp_path) as live:
+            key = admin(live.base_url, "/key/generate", {"max_budget": str(CALL_COST * 10),
+                                                         "soft_budget": str(CALL_COST * 3)})
+            for _ in range(5):
+                assert httpx.post(live.base_url + "/v1/chat/completions", json=CHAT,
+                                  headers={"Authorization": f"Bearer {key['key']}"}).status_code == 200
+            deadline = time.monotonic() + 20
+            while not receiver.received:
+                assert time.monotonic() < deadline, "no alert reached the webhook"
+                time.sleep(0.1)
+            time.sleep(1.5)  # a second delivery, were there one, would have come by now
+    finally:
+        asyncio.run_coroutine_threadsafe(receiver.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    (alert,) = receiver.received
+    body = json.loads(alert.body)
+    assert body["kind"] == "soft_budget" and body["scope"] == f"key:{key['key_id']}"
+    assert Decimal(body["threshold"]) == CALL_COST * 3 and Decimal(body["spend"]) == CALL_COST * 3
+    timestamp = alert.headers["X-Moneta-Timestamp"]
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + alert.body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(alert.headers["X-Moneta-Signature"], f"sha256={expected}")
