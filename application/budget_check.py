@@ -131,7 +131,7 @@ class Budgets:
             return None
         limit = holder["max_budget"] + _temporary_raise(holder, now)
         return self._line(f"{scope}:{name}", limit, holder.get("soft_budget"), holder.get("budget_duration"),
-                          _created(holder), now)
+                          _created(holder), now, restarted=bool(holder.get("budget_start")))
 
     def _key_model(self, principal: Principal, model: str, now: datetime) -> BudgetLine | None:
         budget = (principal.key.get("model_max_budget") or {}).get(model)
@@ -154,11 +154,13 @@ class Budgets:
         return self._entity("customer", end_user, customer, now)
 
     def _line(self, scope: str, limit: Decimal, soft: Decimal | None, duration: str | None, anchor: datetime,
-              now: datetime) -> BudgetLine:
+              now: datetime, restarted: bool = False) -> BudgetLine:
+        """`restarted`: the budget's periods start at its `budget_start` (a budget without duration
+        then has one period from there, not "lifetime")."""
         start, end = period(duration, anchor, now, self.settings.zone)
         if soft is None and self.settings.alert_share is not None:
             soft = limit * self.settings.alert_share
-        return BudgetLine(scope, start.astimezone(UTC).isoformat() if duration else "lifetime",
+        return BudgetLine(scope, start.astimezone(UTC).isoformat() if duration or restarted else "lifetime",
                           to_nanos(limit, up=False), end.astimezone(UTC).isoformat() if end else None,
                           None if soft is None else to_nanos(soft, up=False))
 
@@ -311,5 +313,7 @@ def _temporary_raise(holder: dict[str, Any], now: datetime) -> Decimal:
 
 
 def _created(entity: dict[str, Any]) -> datetime:
-    created = entity.get("created_at")
+    """Where the entity's budget periods start: its `budget_start` (set when its budget was
+    created or its spend reset by the library's BudgetManager), else its creation."""
+    created = entity.get("budget_start") or entity.get("created_at")
     return datetime.fromisoformat(created) if created else _EPOCH

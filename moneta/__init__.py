@@ -14,6 +14,7 @@ _LIBRARY = {
     **dict.fromkeys(("completion", "acompletion", "text_completion", "atext_completion", "embedding", "aembedding",
                      "transcription", "atranscription", "token_counter"), "moneta.library"),
     "Router": "moneta.router",
+    "BudgetManager": "moneta.budget_manager",
     **dict.fromkeys(("completion_cost", "cost_per_token"), "moneta.cost"),
     # LiteLLM's exceptions, as `litellm.RateLimitError` is written
     **dict.fromkeys(("APIConnectionError", "APIError", "AuthenticationError", "BadRequestError", "BudgetExceededError",

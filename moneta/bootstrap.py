@@ -28,6 +28,7 @@ from moneta.application.authentication import Authenticator
 from moneta.application.budget_check import BudgetSettings, Budgets
 from moneta.application.budget_store import BudgetStore
 from moneta.application.end_users import EndUsers
+from moneta.application.library_budgets import LibraryBudgets
 from moneta.application.management.context import Context
 from moneta.application.config import CacheSettings, Deployment, GatewayConfig
 from moneta.application.gateway import Gateway
@@ -56,6 +57,7 @@ from moneta.infrastructure.event_store import migrate as migrate_store
 from moneta.projections.access import AccessViewReader
 from moneta.projections.alert_deliveries import AlertDeliveries
 from moneta.projections.budgets import BudgetViewReader
+from moneta.projections.end_user_spend import EndUserSpend
 from moneta.projections.in_flight import InFlightQueries
 from moneta.projections.instances import InstanceHeartbeat
 from moneta.projections.queries import SpendQueries
@@ -445,3 +447,62 @@ def tokenizer() -> EncodingTokenizer:
     from moneta.infrastructure.tokenizer import TiktokenCounter
 
     return TiktokenCounter()
+
+
+# -- the library's end-user budgets (`moneta.BudgetManager`), built on first use --------------------
+
+@dataclass
+class LibraryBudgetSide:
+    """The end users' budgets, their counters shared through the ledger's database by every process
+    on it, and the views they are read from, which this process catches up itself when asked (the
+    library runs no read side of its own, and no thread it was not asked for)."""
+
+    budgets: LibraryBudgets
+    runner: ProjectionRunner
+    spend: EndUserSpend
+
+    def caught_up(self) -> EndUserSpend:
+        self.runner.catch_up()
+        return self.spend
+
+
+class _CaughtUpView:
+    """The budget view as the counters' source: caught up with the ledger by this process first."""
+
+    def __init__(self, runner: ProjectionRunner, reader: BudgetViewReader) -> None:
+        self._runner = runner
+        self._reader = reader
+
+    def spent(self, lines: Sequence[BudgetLine]) -> list[int]:
+        self._runner.catch_up()
+        return self._reader.spent(lines)
+
+
+_library_budgets: LibraryBudgetSide | None = None
+
+
+def library_budgets() -> LibraryBudgetSide:
+    global _library_budgets
+    container = library_container()
+    with _library_lock:
+        if _library_budgets is None:
+            from moneta.infrastructure.budgets_database import DatabaseBudgetStore
+
+            store = open_view_store(container.location)
+            runner = ProjectionRunner(container.location.open(), store)
+            runner.create_tables()
+            head = EventStoreReader(runner.app).head
+            reader = _CaughtUpView(runner, BudgetViewReader(store, head, RUNNER_NAME))
+            counters = DatabaseBudgetStore.open(container.config.database_url, reader)
+            _library_budgets = LibraryBudgetSide(
+                LibraryBudgets(counters, EventStoreAccess(container.event_store), container.prices,
+                               container.tokenizer), runner, EndUserSpend(store))
+            container.on_close(store.close)
+            container.on_close(runner.app.close)
+        return _library_budgets
+
+
+def end_user_budgets() -> LibraryBudgets | None:
+    """The end users' budgets that library calls naming a `user` reserve on, once a BudgetManager
+    exists in this process (None before: the library enforces no budget then)."""
+    return None if _library_budgets is None else _library_budgets.budgets

@@ -13,10 +13,12 @@ import atexit
 import contextlib
 import threading
 import uuid
+from dataclasses import replace
 from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator, Sequence, TypeVar
 
 from moneta import bootstrap
 from moneta.application import validation
+from moneta.application.budget_check import BudgetRefused
 from moneta.application.config import Deployment
 from moneta.application.gateway import Caller, Gateway
 from moneta.application.json_limits import check_carriable, refuse_nul
@@ -78,15 +80,38 @@ def _check(validate: Callable[[Any], str], body: dict[str, Any]) -> None:
     validate(body)
 
 
-def _answered_as(response: _R, model: str) -> _R:
+def _answered_as(response: _R, model: str, caller: Caller, request_id: uuid.UUID) -> _R:
     """The response, remembering the model the call named, as LiteLLM's `_hidden_params` do:
-    `completion_cost()` prices it so (its own `model` is the provider's, without the provider)."""
-    response._hidden_params = {"model": model}  # type: ignore[attr-defined]
+    `completion_cost()` prices it so (its own `model` is the provider's, without the provider);
+    and its call in the ledger, with the end user it was charged to (for `BudgetManager`)."""
+    response._hidden_params = {"model": model, "request_id": str(request_id),  # type: ignore[attr-defined]
+                               "end_user": caller.end_user}
     return response
 
 
 def _caller(body: dict[str, Any]) -> Caller:
     return Caller(end_user=str(body.get("user") or ""))
+
+
+async def _budgeted(gateway: Gateway, call_type: str, body: dict[str, Any], request_id: uuid.UUID,
+                    audio_bytes: int = 0) -> tuple[Caller, dict[str, Any]]:
+    """The caller, and the call as its end user's budget lets it be made (its output capped to what
+    is left), once a `BudgetManager` exists and the call names a `user` with a budget; a refusal
+    is recorded in the ledger and raised."""
+    caller, budgets = _caller(body), bootstrap.end_user_budgets()
+    if budgets is None or not caller.end_user:
+        return caller, body
+    try:
+        reservation = await budgets.reserve(str(request_id), caller.end_user, call_type, body, gateway.router.group,
+                                            audio_bytes)
+    except BudgetRefused as refused:
+        denied = replace(caller, checks={"budget": refused.decision.as_event()})
+        await gateway.deny(denied, call_type, body["model"], refused, request_id)
+        raise
+    if reservation is None:
+        return caller, body
+    return replace(caller, checks={"budget": reservation.as_event()},
+                   on_end=budgets.settler(str(request_id), reservation)), reservation.call
 
 
 # -- async API ----------------------------------------------------------------------------
@@ -118,10 +143,12 @@ async def chat_with(choose: GatewayChoice, model: str, messages: list[dict[str, 
         body["stream"] = True
     _check(validation.validate_chat, body)
     gateway = choose(model, settings, mock_response)
+    request_id = uuid.uuid4()
+    caller, body = await _budgeted(gateway, "chat", body, request_id)
     if stream:
-        chunks = await gateway.open_chat_stream(_caller(body), body, uuid.uuid4())
+        chunks = await gateway.open_chat_stream(caller, body, request_id)
         return _typed_chunks(chunks)
-    return _answered_as(ModelResponse(await gateway.chat(_caller(body), body, uuid.uuid4())), model)
+    return _answered_as(ModelResponse(await gateway.chat(caller, body, request_id)), model, caller, request_id)
 
 
 async def text_completion_with(choose: GatewayChoice, model: str, prompt: str | list[str],
@@ -129,7 +156,10 @@ async def text_completion_with(choose: GatewayChoice, model: str, prompt: str | 
     body, settings, mock_response = _split({"model": model, "prompt": prompt, **kwargs})
     _check(validation.validate_text_completion, body)
     gateway = choose(model, settings, mock_response)
-    return _answered_as(ModelResponse(await gateway.text_completion(_caller(body), body, uuid.uuid4())), model)
+    request_id = uuid.uuid4()
+    caller, body = await _budgeted(gateway, "text_completion", body, request_id)
+    return _answered_as(ModelResponse(await gateway.text_completion(caller, body, request_id)), model, caller,
+                        request_id)
 
 
 async def embedding_with(choose: GatewayChoice, model: str, input: str | list[str],  # noqa: A002
@@ -137,7 +167,10 @@ async def embedding_with(choose: GatewayChoice, model: str, input: str | list[st
     body, settings, mock_response = _split({"model": model, "input": input, **kwargs})
     _check(validation.validate_embedding, body)
     gateway = choose(model, settings, mock_response)
-    return _answered_as(EmbeddingResponse(await gateway.embedding(_caller(body), body, uuid.uuid4())), model)
+    request_id = uuid.uuid4()
+    caller, body = await _budgeted(gateway, "embedding", body, request_id)
+    return _answered_as(EmbeddingResponse(await gateway.embedding(caller, body, request_id)), model, caller,
+                        request_id)
 
 
 @raising_library_errors
@@ -147,9 +180,9 @@ async def atranscription(model: str, file: BinaryIO | bytes | tuple[str, bytes],
     audio = _audio(file)
     refuse_nul({"file": audio.filename})
     gateway = _gateway(model, settings, mock_response)
-    return TranscriptionResponse(
-        await gateway.transcription(_caller(fields), model, audio, fields, uuid.uuid4())
-    )
+    request_id = uuid.uuid4()
+    caller, _ = await _budgeted(gateway, "transcription", {"model": model, **fields}, request_id, len(audio.content))
+    return TranscriptionResponse(await gateway.transcription(caller, model, audio, fields, request_id))
 
 
 async def _typed_chunks(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[ModelResponseChunk]:
