@@ -114,7 +114,7 @@ class BudgetDecision(NamedTuple):
     refused: Headroom | None = None
 
     def as_event(self) -> dict:
-        event: dict = {"allowed": self.allowed, "reserved": str(from_nanos(self.reserved)),
+        event: dict = {"allowed": self.allowed, "reserved": usd_text(self.reserved),
                        "scopes": [_seen_event(h) for h in self.seen]}
         if self.refused is not None:
             event["refused_scope"] = self.refused.line.scope
@@ -123,10 +123,16 @@ class BudgetDecision(NamedTuple):
 
 def _seen_event(headroom: Headroom) -> dict:
     line = headroom.line
-    return {"scope": line.scope, "period": line.period, "limit": str(from_nanos(line.limit)),
-            "soft": None if line.soft is None else str(from_nanos(line.soft)),
-            "spent": str(from_nanos(headroom.spent)), "reserved": str(from_nanos(headroom.reserved)),
+    return {"scope": line.scope, "period": line.period, "limit": usd_text(line.limit),
+            "soft": None if line.soft is None else usd_text(line.soft),
+            "spent": usd_text(headroom.spent), "reserved": usd_text(headroom.reserved),
             "resets_at": line.resets_at}
+
+
+def usd_text(nanos: int) -> str:
+    """Nano-dollars as exact USD text, nine decimals (what str(from_nanos(n)) says, without Decimal)."""
+    sign, nanos = ("-", -nanos) if nanos < 0 else ("", nanos)
+    return f"{sign}{nanos // 1_000_000_000}.{nanos % 1_000_000_000:09d}"
 
 
 def decide(seen: Sequence[Headroom], wanted: int, minimum: int) -> BudgetDecision:
