@@ -2,25 +2,15 @@
 commit each, outside the group-commit path of the calls)."""
 from __future__ import annotations
 
-from typing import Any
-from uuid import UUID
-
-from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from moneta.domain.access import AccessEntity
 from moneta.domain.errors import ConflictError
+from moneta.infrastructure.aggregate_reader import EventStoreReader
 
 
-class EventStoreAccess:
-    def __init__(self, app: Application) -> None:
-        self.app = app
-
-    def get(self, aggregate_id: UUID) -> Any | None:
-        try:
-            return self.app.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
+class EventStoreAccess(EventStoreReader):
+    """Reads an entity as any aggregate is read; saves a change as one commit of its own."""
 
     def save(self, *entities: AccessEntity) -> None:
         try:

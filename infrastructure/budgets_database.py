@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from moneta.application.budget_store import BudgetUnverifiable, SpentReader
 from moneta.domain.budgets import LEASE_S, BudgetDecision, BudgetLine, Headroom, decide
 from moneta.infrastructure.event_store import StoreLocation
+from moneta.infrastructure.sqlite_counters import CounterFile
 
 SWEEP_S = 60.0
 KEEP_S = 86_400.0  # a counter outlives its period by a day: late settlements still find it
@@ -233,24 +233,13 @@ class _PostgresTransaction:
 
 class _Sqlite:
     def __init__(self, path: str) -> None:
-        # One connection per process, used by one thread at a time; other processes wait on the file lock.
-        self._conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")  # counters, not the ledger: a power cut may lose the last
-        for table in _TABLES:
-            self._conn.execute(table)
+        self._file = CounterFile(path, _TABLES)
+        self._conn, self._lock = self._file.conn, self._file.lock
 
     @contextmanager
     def transaction(self) -> Iterator["_SqliteTransaction"]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SqliteTransaction(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._file.transaction() as conn:
+            yield _SqliteTransaction(conn)
 
     def create(self, rows: list[tuple[str, str, int, float | None]]) -> None:
         with self.transaction():

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
@@ -30,6 +29,7 @@ from psycopg_pool import ConnectionPool
 
 from moneta.domain.rate_limits import SLOT_LEASE_S, WINDOW_MS, Limit, LimitDecision, Seen, decide, millis, rolled
 from moneta.infrastructure.event_store import StoreLocation
+from moneta.infrastructure.sqlite_counters import CounterFile
 
 SWEEP_S = 60.0
 _MIGRATE_LOCK_ID = 0x6D6F6E6C  # "monl": serialises concurrent table creation on Postgres
@@ -208,24 +208,13 @@ class _PostgresTransaction:
 
 class _Sqlite:
     def __init__(self, path: str) -> None:
-        # One connection per process, used by one thread at a time; other processes wait on the file lock.
-        self._conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")  # counters, not the ledger: a power cut may lose the last
-        for table in _TABLES:
-            self._conn.execute(table)
+        self._file = CounterFile(path, _TABLES)
+        self._conn, self._lock = self._file.conn, self._file.lock
 
     @contextmanager
     def transaction(self) -> Iterator["_SqliteTransaction"]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SqliteTransaction(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._file.transaction() as conn:
+            yield _SqliteTransaction(conn)
 
     def sweep(self, bucket: int, now_ms: int) -> None:
         with self._lock:
