@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -13,7 +14,7 @@ class CounterFile:
     def __init__(self, path: str, tables: Sequence[str]) -> None:
         self.conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.lock = threading.Lock()  # one thread of the process at a time on the connection
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        _write_ahead_log(self.conn)
         self.conn.execute("PRAGMA synchronous=NORMAL")  # counters, not the ledger: a power cut may lose the last
         for table in tables:
             self.conn.execute(table)
@@ -28,3 +29,16 @@ class CounterFile:
                 self.conn.execute("ROLLBACK")
                 raise
             self.conn.execute("COMMIT")
+
+
+def _write_ahead_log(conn: sqlite3.Connection, tries: int = 100) -> None:
+    """Switches the file to WAL. Two processes opening a new file at once can find it locked while
+    the other switches (SQLite's busy timeout does not cover this): try again shortly."""
+    for attempt in range(tries):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == tries - 1:
+                raise
+            time.sleep(0.05)

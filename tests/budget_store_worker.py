@@ -16,7 +16,8 @@ from moneta.infrastructure.budgets_redis import RedisBudgetStore
 
 W = 1_000_000
 STARTED = 7  # what the ledger's view says was spent before
-LINES = [BudgetLine("key:shared", "2026-01-01T00:00:00+00:00", 50 * W + STARTED, "2026-02-01T00:00:00+00:00"),
+# The period holding T0 (the `now` of every call): a period already over would be swept away.
+LINES = [BudgetLine("key:shared", "2026-09-01T00:00:00+00:00", 50 * W + STARTED, "2026-10-01T00:00:00+00:00"),
          BudgetLine("team:shared", "", 10**15, None)]
 
 
