@@ -235,9 +235,6 @@ class Organization(AccessEntity):
     class OrganizationMemberAdded(_MemberAdded):
         pass
 
-    class OrganizationMemberUpdated(_MemberUpdated):
-        pass
-
     class OrganizationMemberRemoved(_MemberRemoved):
         pass
 
