@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from moneta.application.budget_store import BudgetUnverifiable, SpentReader
 from moneta.domain.budgets import LEASE_S, BudgetDecision, BudgetLine, Headroom, decide
+from moneta.infrastructure.counter_storage import CounterFile, counter_pool
 from moneta.infrastructure.event_store import StoreLocation
-from moneta.infrastructure.sqlite_counters import CounterFile
 
 SWEEP_S = 60.0
 KEEP_S = 86_400.0  # a counter outlives its period by a day: late settlements still find it
@@ -163,14 +163,7 @@ _KEYS = "(scope, period) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
 
 class _Postgres:
     def __init__(self, dsn: str) -> None:
-        # Counters, not the ledger: a commit need not wait for the disk (a crash may lose the last ones,
-        # and a row missing is rebuilt from the ledger's view).
-        self._pool = ConnectionPool(dsn, min_size=1, max_size=4, open=True, timeout=5,
-                                    kwargs={"connect_timeout": 5, "options": "-c synchronous_commit=off"})
-        with self._pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK_ID,))
-            for table in _TABLES:
-                conn.execute(table)
+        self._pool = counter_pool(dsn, _TABLES, _MIGRATE_LOCK_ID)
 
     @contextmanager
     def transaction(self) -> Iterator["_PostgresTransaction"]:

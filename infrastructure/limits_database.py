@@ -25,11 +25,9 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
-from psycopg_pool import ConnectionPool
-
 from moneta.domain.rate_limits import SLOT_LEASE_S, WINDOW_MS, Limit, LimitDecision, Seen, decide, millis, rolled
+from moneta.infrastructure.counter_storage import CounterFile, counter_pool
 from moneta.infrastructure.event_store import StoreLocation
-from moneta.infrastructure.sqlite_counters import CounterFile
 
 SWEEP_S = 60.0
 _MIGRATE_LOCK_ID = 0x6D6F6E6C  # "monl": serialises concurrent table creation on Postgres
@@ -140,13 +138,7 @@ def _rolled(window: Window, bucket: int) -> Window:
 
 class _Postgres:
     def __init__(self, dsn: str) -> None:
-        # Counters, not the ledger: a commit need not wait for the disk (a crash may lose the last ones).
-        self._pool = ConnectionPool(dsn, min_size=1, max_size=4, open=True,
-                                    kwargs={"connect_timeout": 5, "options": "-c synchronous_commit=off"})
-        with self._pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK_ID,))
-            for table in _TABLES:
-                conn.execute(table)
+        self._pool = counter_pool(dsn, _TABLES, _MIGRATE_LOCK_ID)
 
     @contextmanager
     def transaction(self) -> Iterator["_PostgresTransaction"]:

@@ -1,6 +1,7 @@
-"""A SQLite file of counters (rate limits, budgets) that the worker processes of one host share
-when there is no Redis: one connection per process, used by one thread at a time; the other
-processes wait on the file's write lock (`BEGIN IMMEDIATE`)."""
+"""Where the rate-limit and budget counters live when several workers share them without Redis:
+a Postgres pool whose commits do not wait for the disk, or a SQLite file beside the ledger's (one
+connection per process, used by one thread at a time; the other processes wait on the file's
+write lock, `BEGIN IMMEDIATE`)."""
 from __future__ import annotations
 
 import sqlite3
@@ -8,6 +9,21 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+
+from psycopg_pool import ConnectionPool
+
+
+def counter_pool(dsn: str, tables: Sequence[str], migrate_lock_id: int) -> ConnectionPool:
+    """A pool to the counters' tables, created if missing (one process at a time, under a lock).
+    Counters, not the ledger: a commit need not wait for the disk (a crash may lose the last ones,
+    and what is missing is rebuilt or expires)."""
+    pool = ConnectionPool(dsn, min_size=1, max_size=4, open=True, timeout=5,
+                          kwargs={"connect_timeout": 5, "options": "-c synchronous_commit=off"})
+    with pool.connection() as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (migrate_lock_id,))
+        for table in tables:
+            conn.execute(table)
+    return pool
 
 
 class CounterFile:
