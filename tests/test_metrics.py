@@ -202,6 +202,8 @@ def _workers_that_counted(directory: str) -> dict[str, float]:
     """Each worker's own count of answered chat calls, from its own file."""
     counted = {}
     for path in Path(directory).glob("counter_*.db"):
+        if path.stat().st_size < 4:  # a worker is creating it this instant: not readable yet
+            continue
         metrics = MultiProcessCollector.merge([str(path)])
         calls = sum(s.value for m in metrics for s in m.samples
                     if s.name == "moneta_requests_total" and s.labels.get("route") == ROUTE)
