@@ -18,6 +18,7 @@ from moneta.bootstrap import ReadSide, build_read_side
 
 log = logging.getLogger("moneta.projections")
 SWEEPS_PER_SILENCE = 3
+CLOSE_WITHIN_S = 1.5
 
 
 def run_until_stopped(config: GatewayConfig) -> None:
@@ -31,12 +32,21 @@ def run_until_stopped(config: GatewayConfig) -> None:
         read_side.alerts.start()
     log.info("read side running (pid %d)", os.getpid())
     try:
-        while True:
+        while not stopping.is_set():
             _sweep(read_side)
-            if stopping.wait(config.abandon_after_s / SWEEPS_PER_SILENCE):
-                break
+            stopping.wait(config.abandon_after_s / SWEEPS_PER_SILENCE)
     finally:
+        _exit_after(CLOSE_WITHIN_S)
         read_side.close()
+
+
+def _exit_after(seconds: float) -> None:
+    """Ends the process if closing takes longer (a page or a delivery waiting on the network): each
+    page commits with its position or not at all, and deliveries are idempotent, so nothing is lost,
+    and `moneta serve` expects its children gone within two seconds of its end."""
+    timer = threading.Timer(seconds, os._exit, args=(0,))
+    timer.daemon = True
+    timer.start()
 
 
 def _sweep(read_side: ReadSide) -> None:
