@@ -105,6 +105,29 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class LagoSettings:
+    """`moneta_settings.lago`: where Lago is, how the gateway bills through it and syncs from it."""
+
+    api_url: str  # Lago's base URL; the client appends /api/v1
+    api_key: str = field(repr=False)
+    billable_metric_code: str = "llm_usage"
+    customer_id_from: str = "customer"  # customer (the call's end user) | team | user | key
+    entitlement_feature: str | None = None  # a subscription must hold this feature
+    webhook_hmac_key: str | None = field(default=None, repr=False)  # None: webhooks are RS256 JWTs
+    sync_interval_s: float = 60.0
+    max_staleness_s: float = 600.0  # past this without a sync, on_unreachable decides
+    on_unreachable: str = "deny"  # deny | allow
+
+
+@dataclass(frozen=True)
+class MonetaSettings:
+    """`moneta_settings`: the virtual currency's default rate and, when configured, Lago."""
+
+    askii_per_usd: Decimal = Decimal(1000)  # later changes are events, effective from a time
+    lago: LagoSettings | None = None
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     deployments: tuple[Deployment, ...] = ()
     master_key: str | None = field(default=None, repr=False)
@@ -122,6 +145,7 @@ class GatewayConfig:
     cache: CacheSettings | None = None  # response caching, when litellm_settings.cache is true
     budgets: BudgetConfig = BudgetConfig()
     alerting: AlertSettings | None = None  # budget alerts to webhooks, when general_settings.alerting lists webhook
+    moneta: MonetaSettings = MonetaSettings()
     # The settings as written: they may hold credentials (redis_password, database_url, ...).
     router_settings: dict[str, Any] = field(default_factory=dict, repr=False)
     litellm_settings: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -145,8 +169,12 @@ class GatewayConfig:
                   url_password(cache_url or ""),
                   *(secret for d in self.deployments for secret in d.secrets()),
                   *secrets_in(self.general_settings), *secrets_in(self.router_settings),
-                  *secrets_in(self.litellm_settings), *self._alerting_secrets()]
+                  *secrets_in(self.litellm_settings), *self._alerting_secrets(), *self._lago_secrets()]
         return tuple(dict.fromkeys(v for v in values if v))
+
+    def _lago_secrets(self) -> list[str]:
+        lago = self.moneta.lago
+        return [] if lago is None else [lago.api_key, lago.webhook_hmac_key or ""]
 
     def _alerting_secrets(self) -> list[str]:
         if self.alerting is None:

@@ -18,6 +18,7 @@ import yaml
 
 from moneta.application.config import (
     CACHED_CALL_TYPES, AlertSettings, BudgetConfig, CacheSettings, ConnectionLimits, Deployment, GatewayConfig,
+    LagoSettings, MonetaSettings,
 )
 from moneta.application.routing.settings import RouterSettings
 from moneta.domain import model_patterns
@@ -29,6 +30,7 @@ from moneta.infrastructure import config_notices
 from moneta.infrastructure.event_store import StoreLocation
 
 _TOP_LEVEL = {"model_list", "general_settings", "litellm_settings", "router_settings", "environment_variables",
+              "moneta_settings",
               "guardrails", "mcp_servers", "callback_settings", "search_tools", "vector_store_registry",
               "credential_list", "files_settings", "finetune_settings", "assistant_settings", "include"}
 _DEPLOYMENT = {"model_name", "litellm_params", "model_info", "tpm", "rpm"}
@@ -188,6 +190,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
         cache=cache,
         budgets=_budgets(general, litellm),
         alerting=alerting,
+        moneta=_moneta(_section(raw, "moneta_settings"), reader),
         require_auth_for_metrics=general.get("require_auth_for_metrics_endpoint", False),
         router_settings=router,
         litellm_settings=litellm,
@@ -219,6 +222,56 @@ def _budgets(general: dict, litellm: dict) -> BudgetConfig:
         fail_open=general.get("budget_fail_open", False),
         alert_share=None if share is None else Decimal(str(share)),
         end_user_budget_id=litellm.get("max_end_user_budget_id"))
+
+
+_MONETA = {"askii_per_usd", "lago"}
+_LAGO = {"api_url", "api_key", "billable_metric_code", "customer_id_from", "entitlement_feature", "webhook_hmac_key",
+         "sync_interval_s", "max_staleness_s", "on_unreachable"}
+_CUSTOMER_ID_FROM = ("customer", "team", "user", "key")
+
+
+def _moneta(section: dict, reader: _Reader) -> MonetaSettings:
+    """`moneta_settings`: the askii rate and Lago. Unknown keys are errors here: these names are
+    Moneta's own, so a misspelt one is a mistake, not another product's setting."""
+    unknown = sorted(set(section) - _MONETA)
+    if unknown:
+        raise ConfigError(f"moneta_settings: unknown key(s) {', '.join(unknown)}")
+    rate = _amount(section.get("askii_per_usd", 1000), "moneta_settings.askii_per_usd")
+    if not rate:
+        raise ConfigError("moneta_settings.askii_per_usd must be above 0")
+    lago = section.get("lago")
+    if lago is not None and not isinstance(lago, dict):
+        raise ConfigError("moneta_settings.lago must be a mapping")
+    return MonetaSettings(askii_per_usd=rate, lago=None if lago is None else _lago(lago, reader))
+
+
+def _lago(section: dict, reader: _Reader) -> LagoSettings:
+    where = "moneta_settings.lago."
+    unknown = sorted(set(section) - _LAGO)
+    if unknown:
+        raise ConfigError(f"moneta_settings.lago: unknown key(s) {', '.join(unknown)}")
+    api_url = reader.resolve(section.get("api_url"), where + "api_url")
+    api_key = reader.resolve(section.get("api_key"), where + "api_key")
+    if not api_url or not str(api_url).startswith(("http://", "https://")):
+        raise ConfigError(f"{where}api_url must be Lago's base URL (http:// or https://)")
+    if not api_key:
+        raise ConfigError(f"{where}api_key is required (e.g. os.environ/LAGO_API_KEY)")
+    customer_from = section.get("customer_id_from", "customer")
+    if customer_from not in _CUSTOMER_ID_FROM:
+        raise ConfigError(f"{where}customer_id_from must be one of {', '.join(_CUSTOMER_ID_FROM)}")
+    on_unreachable = section.get("on_unreachable", "deny")
+    if on_unreachable not in ("deny", "allow"):
+        raise ConfigError(f"{where}on_unreachable must be deny or allow")
+    hmac_key = section.get("webhook_hmac_key")
+    return LagoSettings(
+        api_url=str(api_url).rstrip("/"), api_key=str(api_key),
+        billable_metric_code=str(section.get("billable_metric_code", "llm_usage")),
+        customer_id_from=customer_from,
+        entitlement_feature=section.get("entitlement_feature") or None,
+        webhook_hmac_key=None if hmac_key is None else str(reader.resolve(hmac_key, where + "webhook_hmac_key")),
+        sync_interval_s=_positive(section.get("sync_interval_s", 60), where + "sync_interval_s"),
+        max_staleness_s=_positive(section.get("max_staleness_s", 600), where + "max_staleness_s"),
+        on_unreachable=on_unreachable)
 
 
 def _amount(value: Any, key: str) -> Decimal | None:
