@@ -72,6 +72,8 @@ class RequestRecord(Aggregate):
         latency_ms: float
         first_token_ms: float | None
         finish_reason: str | None
+        askii: Decimal | None = None  # the cost in askii at the rate in force at settlement (None before askii)
+        askii_rate: Decimal | None = None  # askii per USD used for `askii`
 
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.outcome, aggregate.cost = "completed", self.cost
@@ -82,7 +84,7 @@ class RequestRecord(Aggregate):
         provider failed after the first chunk (`upstream_error`, with its error). Usage counts
         what was streamed until then. (Events written before `cause` existed read as the client's.)"""
 
-        usage_estimated: bool
+        usage_estimated: bool = False
         cause: str = "client_disconnected"
         error_type: str | None = None
         status_code: int | None = None
