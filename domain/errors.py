@@ -124,6 +124,19 @@ class BudgetExceededError(RateLimitError):
         self.max_budget = max_budget
 
 
+class InsufficientQuotaError(RateLimitError):
+    """The customer's prepaid wallet cannot cover the call: what OpenAI answers when credit runs out."""
+
+    error_type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
+class EntitlementDeniedError(PermissionDeniedError):
+    """The customer holds no Lago subscription (or feature, or model) that entitles them to the call."""
+
+    default_code = "entitlement_denied"
+
+
 class InternalServerError(GatewayError):
     status_code = 500
     error_type = "server_error"
