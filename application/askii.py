@@ -53,10 +53,6 @@ class AskiiExchange:
         self._read_at = time.monotonic()
         self._reading = False
 
-    @property
-    def default(self) -> Decimal:
-        return self.book.default
-
     def use_default(self, rate: Decimal) -> None:
         if rate != self.book.default:
             self.book = RateBook(rate, self.book.changes)

@@ -2,6 +2,7 @@
 and the library, and every settled call recording its askii and the rate it used."""
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -140,6 +141,19 @@ def test_a_change_recorded_by_one_exchange_is_read_by_another(tmp_path: Path) ->
             assert reader.book.changes == (change,) and reader.book.default == Decimal(1000)
             assert reader.rate_at(change.effective_from) == Decimal("1234.5")
             assert reader.rate_at(change.effective_from - timedelta(seconds=1)) == Decimal(1000)
+
+
+async def test_the_library_exchange_rereads_the_rates_beside_a_settling_call(tmp_path: Path) -> None:
+    location = StoreLocation.from_url(f"sqlite:///{tmp_path / 'ledger.db'}")
+    with bootstrap.askii_exchange(_config(location), writing=True) as writer, \
+            bootstrap.askii_exchange(_config(location), writing=False) as library:
+        library.lazy_refresh_s = 0.0
+        writer.set_rate("4321", datetime.now(UTC), "cli")
+        assert library.settle(Decimal(1), datetime.now(UTC))[1] == Decimal(1000)  # not waiting for the read
+        deadline = time.monotonic() + 5
+        while library.settle(Decimal(1), datetime.now(UTC))[1] != Decimal(4321):
+            assert time.monotonic() < deadline, "the rates were not read again"
+            await asyncio.sleep(0.01)
 
 
 def _config(location: StoreLocation) -> Any:
