@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI
 from moneta.api.auth import require_admin
 from moneta.api.errors import install_error_handlers
 from moneta.api.limits import BodySizeLimit
+from moneta.api.routes import askii as askii_routes
 from moneta.api.routes import (
     anthropic, cache, deployment_cooldown, deployment_health, health, management, openai, realtime, utils,
 )
@@ -83,6 +84,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(deployment_health.router, dependencies=[Depends(require_admin)])
     app.include_router(deployment_cooldown.router)
     app.include_router(management.router)
+    app.include_router(askii_routes.router)
     if container.views is not None:
         from moneta.api.routes import spend, spend_activity
         from moneta.projections.activity_queries import ActivityQueries

@@ -15,6 +15,7 @@ from typing import Iterator
 import psycopg
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
+from moneta.api import cli_askii
 from moneta.api.lifeline import PARENT_PID, die_with_parent
 from moneta.application.config import GatewayConfig
 from moneta.bootstrap import (CONFIG_ANNOUNCED, MULTIPROCESS_DIR, WORKERS, build_read_side, environment,
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
                                                          " fixing what made them fail); exits 1 if some still fail")
     retry.add_argument("--config")
     retry.set_defaults(run=cmd_projections_retry)
+    cli_askii.register(commands)
 
     args = parser.parse_args(argv)
     args.run(args)

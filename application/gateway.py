@@ -13,6 +13,7 @@ from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable
 from uuid import UUID
 
 from moneta.application.admission import Admission
+from moneta.application.askii import AskiiExchange
 from moneta.application.attempts import Attempts, first_route, route_decision
 from moneta.application.config import Deployment, GatewayConfig
 from moneta.application.ports import (
@@ -62,9 +63,12 @@ class Gateway:
         tokenizer: Tokenizer,
         instance: str = "",
         cache: ResponseCache | None = None,
+        askii: AskiiExchange | None = None,
     ) -> None:
-        """`instance` names this gateway process in each Admitted event (see `abandonment`)."""
+        """`instance` names this gateway process in each Admitted event (see `abandonment`);
+        `askii` converts each settled cost (default: the configured rate alone)."""
         self.cache = cache
+        self.askii = askii or AskiiExchange(config.moneta.askii_per_usd)
         self.instance = instance
         self.config = config
         self.router = router
@@ -179,7 +183,9 @@ class Gateway:
         except asyncio.CancelledError:
             await self._cancelled(record, admitted)
             raise
-        quote = self.prices.quote(deployment, usage, _now())
+        settled_at = _now()
+        quote = self.prices.quote(deployment, usage, settled_at)
+        askii, askii_rate = self.askii.settle(quote.cost, settled_at)
         record.complete(
             deployment_id=deployment.id,
             provider=deployment.provider,
@@ -189,6 +195,8 @@ class Gateway:
             price_source=quote.source,
             latency_ms=round(latency_ms, 3),
             finish_reason=_finish_reason(response),
+            askii=askii,
+            askii_rate=askii_rate,
         )
         await admitted.settle()
         if lookup is not None:
@@ -323,7 +331,9 @@ class Gateway:
         ending: GatewayError | None,
     ) -> Usage:
         usage, estimated = await tally.usage_or_estimate(self.tokenizer, deployment.provider_model, body)
-        quote = self.prices.quote(deployment, usage, _now())
+        settled_at = _now()
+        quote = self.prices.quote(deployment, usage, settled_at)
+        askii, askii_rate = self.askii.settle(quote.cost, settled_at)
         common = dict(
             deployment_id=deployment.id,
             provider=deployment.provider,
@@ -333,6 +343,8 @@ class Gateway:
             price_source=quote.source,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             first_token_ms=round(tally.first_token_ms, 3),
+            askii=askii,
+            askii_rate=askii_rate,
         )
         if finished:
             record.complete(**common, finish_reason=tally.finish_reason)

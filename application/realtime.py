@@ -111,9 +111,9 @@ class RealtimeSession:
         self._writes.append(self._gateway.ledger.record(self._record))
 
     def _complete(self) -> None:
-        deployment = self._deployment
-        source = self._price_source or self._gateway.prices.quote(
-            deployment, Usage(), datetime.now(timezone.utc)).source
+        deployment, settled_at = self._deployment, datetime.now(timezone.utc)
+        source = self._price_source or self._gateway.prices.quote(deployment, Usage(), settled_at).source
+        askii, askii_rate = self._gateway.askii.settle(self.cost, settled_at)
         self._record.complete(
             deployment_id=deployment.id,
             provider=deployment.provider,
@@ -122,6 +122,8 @@ class RealtimeSession:
             cost=self.cost,
             price_source=source,
             latency_ms=round((time.perf_counter() - self._started) * 1000, 3),
+            askii=askii,
+            askii_rate=askii_rate,
         )
 
 

@@ -248,6 +248,8 @@ class RequestRecord(Aggregate):
         latency_ms: float,
         first_token_ms: float | None = None,
         finish_reason: str | None = None,
+        askii: Decimal | None = None,
+        askii_rate: Decimal | None = None,
     ) -> None:
         self._require_open()
         self.trigger_event(
@@ -261,6 +263,8 @@ class RequestRecord(Aggregate):
             latency_ms=latency_ms,
             first_token_ms=first_token_ms,
             finish_reason=finish_reason,
+            askii=askii,
+            askii_rate=askii_rate,
         )
 
     def interrupt(
@@ -278,6 +282,8 @@ class RequestRecord(Aggregate):
         cause: str = "client_disconnected",
         error_type: str | None = None,
         status_code: int | None = None,
+        askii: Decimal | None = None,
+        askii_rate: Decimal | None = None,
     ) -> None:
         self._require_open()
         self.trigger_event(
@@ -295,6 +301,8 @@ class RequestRecord(Aggregate):
             cause=cause,
             error_type=error_type,
             status_code=status_code,
+            askii=askii,
+            askii_rate=askii_rate,
         )
 
     def add_usage(self, *, response_id: str, usage: Usage, cost: Decimal, price_source: str) -> None:

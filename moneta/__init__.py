@@ -6,8 +6,13 @@
 The layers install beneath this package: moneta.domain, moneta.application,
 moneta.infrastructure, moneta.projections, moneta.api.
 """
+from decimal import Decimal
 from importlib import import_module
 from typing import Any
+
+# The library's default askii rate (askii per USD) when no config file names one, settable as
+# LiteLLM's module settings are: `moneta.askii_per_usd = 1200`.
+askii_per_usd: int | str | Decimal = 1000
 
 # Public name -> the module that defines it.
 _LIBRARY = {
@@ -15,6 +20,7 @@ _LIBRARY = {
                      "transcription", "atranscription", "token_counter"), "moneta.library"),
     "Router": "moneta.router",
     "BudgetManager": "moneta.budget_manager",
+    "convert_to_askii": "moneta.askii",
     **dict.fromkeys(("completion_cost", "cost_per_token"), "moneta.cost"),
     # LiteLLM's exceptions, as `litellm.RateLimitError` is written
     **dict.fromkeys(("APIConnectionError", "APIError", "AuthenticationError", "BadRequestError", "BudgetExceededError",
@@ -33,4 +39,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'moneta' has no attribute {name!r}")
 
 
-__all__ = sorted([*_LIBRARY, "exceptions"])
+__all__ = sorted([*_LIBRARY, "exceptions", "askii_per_usd"])

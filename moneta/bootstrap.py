@@ -10,11 +10,13 @@ import os
 import socket
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import cache
 from zoneinfo import ZoneInfo
-from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterator, Mapping, Protocol, Sequence
 
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
@@ -22,6 +24,8 @@ from eventsourcing.persistence import IntegrityError
 
 from moneta.application import abandonment
 from moneta.application.alert_delivery import AlertDelivery, BackgroundDelivery
+from moneta.application.askii import SYNC_INTERVAL_S as ASKII_SYNC_INTERVAL_S
+from moneta.application.askii import AskiiExchange, AskiiSync
 from moneta.application.access_directory import Directory
 from moneta.application.access_sync import DirectorySync
 from moneta.application.authentication import Authenticator
@@ -48,6 +52,7 @@ from moneta.application.response_cache import ResponseCache
 from moneta.application.rate_limits import LimitStore
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
+from moneta.domain.askii import valid_rate
 from moneta.domain.budgets import BudgetLine
 from moneta.infrastructure.access_store import EventStoreAccess
 from moneta.infrastructure.budgets_in_process import InProcessBudgetStore
@@ -105,6 +110,7 @@ class Container:
     cache: ResponseCache | None = None  # response caching, when the config turns it on
     instance: str = field(default_factory=lambda: instance_name())  # this process, in the ledger's Admitted events
     directory: Directory = field(default_factory=Directory)  # keys, teams, users, ... in memory
+    askii: AskiiExchange = field(init=False)  # the askii rates, as this process last read them
     gateway: Gateway = field(init=False)
     authenticator: Authenticator = field(init=False)
     access: Context = field(init=False)  # what the management commands work on
@@ -118,6 +124,7 @@ class Container:
     _closing: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.askii = AskiiExchange(self.config.moneta.askii_per_usd, EventStoreAccess(self.event_store))
         self.gateway = self._gateway(self.config)
         self.authenticator = Authenticator(self.directory, self.config.master_key)
         store = EventStoreAccess(self.event_store)
@@ -150,6 +157,11 @@ class Container:
         sync.load()
         self.background.append(sync)
 
+    def keep_askii_rates(self) -> None:
+        """The askii rates from the ledger: read now, then again about once a second beside the calls."""
+        self.askii.load()
+        self.background.append(AskiiSync(self.askii))
+
     def gateway_for(self, deployment: Deployment) -> Gateway:
         """A gateway over one ad-hoc deployment (library calls that name `provider/model`), sharing
         this container's ledger, cooldowns and usage counters."""
@@ -169,7 +181,7 @@ class Container:
         router = DeploymentRouter(config, cooldowns or self.cooldowns, usage or self.usage, journal, self.tokenizer,
                                   self.prices)
         return Gateway(config, router, self.providers, self.ledger, self.prices, self.tokenizer, self.instance,
-                       cache=self.cache)
+                       cache=self.cache, askii=self.askii)
 
     def on_close(self, action: Callable[[], None]) -> None:
         self._closing.append(action)
@@ -301,6 +313,7 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
     metrics.metrics.add(ProjectionLag(container.event_store, store))
     container.on_close(store.close)
     container.read_access_view(AccessViewReader(store))
+    container.keep_askii_rates()
     container.access.spend_totals = container.views
     spent = BudgetViewReader(store, container.reader.head, RUNNER_NAME)
     container.count_budgets(budget_store_for(config.redis_url, config.database_url, workers, spent))
@@ -371,6 +384,24 @@ def build_read_side(config: GatewayConfig) -> ReadSide:
     return read_side
 
 
+@contextmanager
+def askii_exchange(config: GatewayConfig, *, writing: bool) -> Iterator[AskiiExchange]:
+    """The askii rates of the config's ledger, read (`moneta askii ...`). Writing migrates the ledger
+    first; reading an embedded ledger that does not exist yet finds the default rate alone."""
+    location = StoreLocation.from_url(config.database_url)
+    if not writing and location.kind == "sqlite" and not os.path.exists(str(location.sqlite_path)):
+        yield AskiiExchange(config.moneta.askii_per_usd)
+        return
+    migrate_store(location)
+    event_store = location.open()
+    try:
+        exchange = AskiiExchange(config.moneta.askii_per_usd, EventStoreAccess(event_store))
+        exchange.load()
+        yield exchange
+    finally:
+        event_store.close()
+
+
 def open_view_store(location: StoreLocation, check_connections: bool = True) -> ViewStore:
     return ViewStore.connect(sqlite_path=location.sqlite_path, postgres_dsn=location.postgres_dsn,
                              check_connections=check_connections)
@@ -402,8 +433,29 @@ def library_container() -> Container:
             import atexit
 
             _library = build(library_config(), environment(), migrate=True)
+            _library.askii.lazy_refresh_s = ASKII_SYNC_INTERVAL_S
+            _library.askii.load()
             atexit.register(_library.close)  # commits what an abandoned stream left queued
+        _follow_askii_default(_library)
         return _library
+
+
+def library_ledger_configured() -> bool:
+    """Whether the library has a ledger to read: one in use, DATABASE_URL or MONETA_CONFIG."""
+    return _library is not None or bool(os.environ.get("DATABASE_URL") or os.environ.get("MONETA_CONFIG"))
+
+
+def library_askii_rate() -> Decimal:
+    """The library's default askii rate, `moneta.askii_per_usd` (LiteLLM-style module setting)."""
+    import moneta
+
+    return valid_rate(getattr(moneta, "askii_per_usd"), "moneta.askii_per_usd")
+
+
+def _follow_askii_default(container: Container) -> None:
+    """Without a config file, the library's default rate is `moneta.askii_per_usd` as it is now."""
+    if not os.environ.get("MONETA_CONFIG"):
+        container.askii.use_default(library_askii_rate())
 
 
 def library_config() -> GatewayConfig:

@@ -196,8 +196,9 @@ def _manual_record(request_id: str, user: str, model: str, decision: dict[str, A
 
 def _complete(record: RequestRecord, model: str, usage: Usage, cost: Decimal) -> None:
     provider = model.split("/", 1)[0] if "/" in model else ""
+    askii, askii_rate = bootstrap.library_container().askii.settle(cost, datetime.now(UTC))
     record.complete(deployment_id="manual", provider=provider, provider_model=model, usage=usage, cost=cost,
-                    price_source="manual", latency_ms=0.0)
+                    price_source="manual", latency_ms=0.0, askii=askii, askii_rate=askii_rate)
 
 
 def _made_by_moneta(response: Any, user: str) -> bool:

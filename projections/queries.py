@@ -17,7 +17,7 @@ REPORT_GROUPS = {"model": ("models", "model"), "api_key": ("api_keys", "api_key"
 _LOG_COLUMNS = (
     "request_id, call_type, api_key, end_user, model, model_group, model_id, custom_llm_provider,"
     " provider_model, start_time, end_time, completion_start_time, prompt_tokens, completion_tokens,"
-    " total_tokens, spend, status, attempts, error_type, status_code, price_source, metadata"
+    " total_tokens, spend, status, attempts, error_type, status_code, price_source, metadata, askii"
 )
 
 
@@ -120,6 +120,7 @@ def _log_row(row: dict[str, Any]) -> dict[str, Any]:
         "completion_tokens": int(row["completion_tokens"]),
         "total_tokens": int(row["total_tokens"]),
         "spend": as_decimal(row["spend"]),
+        "askii": None if row["askii"] is None else str(as_decimal(row["askii"])),  # exact text, 6 places
         "status": row["status"],
         "attempts": int(row["attempts"]),
         "error_type": row["error_type"],

@@ -45,7 +45,8 @@ DDL = (
         price_source TEXT,
         metadata {json} NOT NULL,
         team_id TEXT,
-        user_id TEXT
+        user_id TEXT,
+        askii {money}
     )""",
     "CREATE INDEX IF NOT EXISTS spend_logs_start_time ON spend_logs (start_time)",
     "CREATE INDEX IF NOT EXISTS spend_logs_api_key ON spend_logs (api_key, start_time)",
@@ -65,17 +66,18 @@ COLUMNS = (
     "request_id", "call_type", "api_key", "end_user", "model", "model_group", "model_id", "custom_llm_provider",
     "provider_model", "start_time", "end_time", "completion_start_time", "prompt_tokens", "completion_tokens",
     "total_tokens", "spend", "status", "attempts", "error_type", "status_code", "price_source", "metadata",
-    "team_id", "user_id",
+    "team_id", "user_id", "askii",
 )
-_ADDED_COLUMNS = ("team_id", "user_id")  # absent from spend logs made before virtual keys
+# Absent from spend logs made by older versions: team_id and user_id before virtual keys, askii before askii.
+_ADDED_COLUMNS = {"team_id": "TEXT", "user_id": "TEXT", "askii": "{money}"}
 
 
 def upgrade(cur: ViewCursor) -> None:
     """Brings a spend log made by an older version up to DDL."""
     present = cur.columns("spend_logs")
-    for column in _ADDED_COLUMNS:
+    for column, kind in _ADDED_COLUMNS.items():
         if column not in present:
-            cur.execute(f"ALTER TABLE spend_logs ADD COLUMN {column} TEXT")
+            cur.execute(cur.ddl(f"ALTER TABLE spend_logs ADD COLUMN {column} {kind}"))
     cur.execute("CREATE INDEX IF NOT EXISTS spend_logs_team ON spend_logs (team_id, start_time)")
 _UPSERT = upsert_sql("spend_logs", COLUMNS, key=("request_id",))
 _OUTCOMES = (RequestRecord.Denied, RequestRecord.Completed, RequestRecord.Failed, RequestRecord.Abandoned,
@@ -196,6 +198,7 @@ def _completed(event: Any, start_time: Any) -> dict[str, Any]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "spend": event.cost,
+        "askii": event.askii,  # None for calls settled before askii
         **_outcome(event),
         "price_source": event.price_source,
         "metadata": {
