@@ -79,34 +79,37 @@ async def checked(request: HTTPConnection, caller: Caller, call: dict[str, Any],
         seen["limits"] = decision.as_event()
         ends.append(rate_limits.settler(str(request_id), limits))
     try:
-        call = await _reserve(container.budgets, principal, caller, call, request_id, call_type, seen, ends,
-                              audio_bytes)
+        call, barred = await _reserve(container.budgets, principal, caller, call, request_id, call_type, seen, ends,
+                                      audio_bytes)
     except GatewayError:
         if decision is not None:
             rate_limits.release(str(request_id), limits)
         raise
-    if not ends:
+    if not seen:
         return caller, call
     return Caller(key_hash=caller.key_hash, end_user=caller.end_user, principal=caller.principal,
-                  checks={**caller.checks, **seen}, on_end=_all(ends)), call
+                  checks={**caller.checks, **seen}, on_end=_all(ends) if ends else None,
+                  barred_providers=barred), call
 
 
 async def _reserve(budgets: Budgets, principal: Any, caller: Caller, call: dict[str, Any], request_id: uuid.UUID,
                    call_type: str, seen: dict[str, Any], ends: list[Callable[[Any], None]],
-                   audio_bytes: int) -> dict[str, Any]:
+                   audio_bytes: int) -> tuple[dict[str, Any], frozenset[str]]:
+    """The call as the budgets allow it, and the providers they bar it from."""
     now = datetime.now(UTC)
     lines = budgets.lines(principal, call["model"], caller.end_user, now)
-    if not lines:
-        return call
+    providers = budgets.provider_lines(call["model"], now)
+    if not lines and not providers.lines:
+        return call, frozenset()
     try:
-        reservation = await budgets.check_budget(str(request_id), lines, call_type, call, now, audio_bytes)
+        reservation = await budgets.check_budget(str(request_id), lines, call_type, call, now, audio_bytes, providers)
     except BudgetRefused as refused:
         seen["budget"] = refused.decision.as_event()
         raise
     seen["budget"] = reservation.as_event()
     if reservation.lines:
         ends.append(budgets.settler(str(request_id), reservation))
-    return reservation.call
+    return reservation.call, reservation.barred
 
 
 def _all(ends: list[Callable[[Any], None]]) -> Callable[[Any], None]:

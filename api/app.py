@@ -15,7 +15,8 @@ from moneta.api.errors import install_error_handlers
 from moneta.api.limits import BodySizeLimit
 from moneta.api.routes import askii as askii_routes
 from moneta.api.routes import (
-    anthropic, cache, deployment_cooldown, deployment_health, health, management, openai, realtime, utils,
+    anthropic, cache, deployment_cooldown, deployment_health, health, management, openai, provider_budgets, realtime,
+    utils,
 )
 from moneta.bootstrap import Container
 from moneta.infrastructure.http_session import close_session
@@ -82,6 +83,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(health.router)
     app.include_router(cache.router)
     app.include_router(deployment_health.router, dependencies=[Depends(require_admin)])
+    app.include_router(provider_budgets.router, dependencies=[Depends(require_admin)])
     app.include_router(deployment_cooldown.router)
     app.include_router(management.router)
     app.include_router(askii_routes.router)

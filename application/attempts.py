@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Collection
 
 from moneta.application.config import Deployment
 from moneta.application.routing import DeploymentRouter, Route
@@ -32,11 +32,13 @@ def as_gateway_error(exc: Exception, deployment: Deployment) -> GatewayError:
     )
 
 
-async def first_route(router: DeploymentRouter, model_group: str, body: dict[str, Any]) -> Route | GatewayError:
+async def first_route(router: DeploymentRouter, model_group: str, body: dict[str, Any],
+                      barred: Collection[str] = ()) -> Route | GatewayError:
     """The first attempt's route, or why the group cannot serve when its fallbacks might;
-    raises when nothing could serve (an unknown group, or no fallback for the error)."""
+    raises when nothing could serve (an unknown group, or no fallback for the error). No
+    deployment of a provider in `barred` is chosen (see `DeploymentRouter.route`)."""
     try:
-        return await router.route(model_group, body)
+        return await router.route(model_group, body, barred=barred)
     except GatewayError as error:
         if isinstance(error, ModelNotFoundError) or not router.settings.fallbacks_for(model_group, error):
             raise
@@ -62,9 +64,10 @@ class Attempts:
         stream: bool,
         secrets: tuple[str, ...],
         precheck: Callable[[Deployment], None],
+        barred: Collection[str] = (),
     ) -> None:
         """`precheck` vets each deployment of a fallback group before it is tried (the primary
-        group was vetted at admission)."""
+        group was vetted at admission); no deployment of a provider in `barred` is tried."""
         self.record = record
         self.router = router
         self.body = body
@@ -72,6 +75,7 @@ class Attempts:
         self.stream = stream
         self.secrets = secrets
         self.precheck = precheck
+        self.barred = barred
         self.count = 0
 
     async def run(self, model_group: str, first: Route | GatewayError) -> tuple[Any, Deployment, float]:
@@ -89,7 +93,7 @@ class Attempts:
             try:
                 for deployment in self.router.group(group):
                     self.precheck(deployment)
-                return await self._in_group(group, await self.router.route(group, self.body))
+                return await self._in_group(group, await self.router.route(group, self.body, barred=self.barred))
             except GatewayError:
                 continue
         raise primary
@@ -111,7 +115,7 @@ class Attempts:
         if self.count >= MAX_ATTEMPTS:
             raise error
         try:
-            candidate = await self.router.route(model_group, self.body, exclude=tried)
+            candidate = await self.router.route(model_group, self.body, exclude=tried, barred=self.barred)
         except GatewayError:
             raise error from None
         elsewhere = candidate.deployment.id not in tried
@@ -124,7 +128,7 @@ class Attempts:
             return candidate
         await asyncio.sleep(wait)
         try:
-            return await self.router.route(model_group, self.body, exclude=tried)
+            return await self.router.route(model_group, self.body, exclude=tried, barred=self.barred)
         except GatewayError:
             raise error from None
 

@@ -9,6 +9,12 @@ at the dearest deployment of the model group, since routing comes after. An embe
 input; a transcription its file at AUDIO_BYTES_PER_SECOND. When the tightest budget cannot pay
 for all of that output but pays for at least one token, the call's output is capped to what it
 pays for and that is reserved.
+
+Provider budgets: the provider is known only once the call is routed, so the call reserves on the
+budget of every provider it may be served by (its group's and its fallback groups' deployments).
+A provider whose budget cannot pay is dropped from the reservation and barred from the call's
+routing (`Reservation.barred`); when every deployment's provider is barred the call is refused.
+Settlement charges the provider that served the call and releases the others.
 """
 from __future__ import annotations
 
@@ -22,11 +28,13 @@ from typing import Any, Callable, Sequence
 
 from moneta.application.access_directory import Directory
 from moneta.application.budget_store import BudgetStore, BudgetUnverifiable
-from moneta.application.config import Deployment
+from moneta.application.config import Deployment, ProviderBudget
 from moneta.application.ports import PriceBook, Tokenizer
 from moneta.application.principal import Principal
 from moneta.application.tokens import count_messages_async, count_text_async
-from moneta.domain.budgets import BudgetDecision, BudgetLine, CallPrice, from_nanos, period, to_nanos
+from moneta.domain.budgets import (PROVIDER, BudgetDecision, BudgetLine, CallPrice, Headroom, decide, from_nanos,
+                                   is_provider, paying_providers, period, provider_scope, roomiest_provider,
+                                   seen_event, to_nanos)
 from moneta.domain.errors import BudgetExceededError, ServiceUnavailableError
 from moneta.domain.request_record import RequestRecord
 from moneta.domain.usage import Usage
@@ -48,21 +56,43 @@ class BudgetSettings:
     fail_open: bool = False  # general_settings.budget_fail_open
     alert_share: Decimal | None = None  # general_settings.budget_alert_share: alert at max_budget x share
     end_user_budget_id: str | None = None  # litellm_settings.max_end_user_budget_id
+    providers: tuple[ProviderBudget, ...] = ()  # router_settings.provider_budget_config
+
+
+@dataclass(frozen=True)
+class ProviderLines:
+    """The budgets of the providers that may serve a call, and whether a deployment it may reach
+    has a provider without one (a call can then always be served there)."""
+
+    lines: tuple[BudgetLine, ...] = ()
+    unbudgeted: bool = True
+
+
+NO_PROVIDERS = ProviderLines()
 
 
 @dataclass(frozen=True)
 class Reservation:
     decision: BudgetDecision
-    lines: list[BudgetLine]
+    lines: list[BudgetLine]  # what is held, provider budgets included
     call: dict[str, Any]  # the call, its output capped when the budget could not pay for all of it
     capped_to: int | None
+    excluded: tuple[Headroom, ...] = ()  # provider budgets that cannot pay, as seen: the call must not reach them
+    unverified: bool = False  # budget_fail_open let it through while the counters were unreachable
+
+    @property
+    def barred(self) -> frozenset[str]:
+        """The providers the call must not be routed to."""
+        return _names([headroom.line for headroom in self.excluded])
 
     def as_event(self) -> dict[str, Any]:
         event = self.decision.as_event()
         if self.capped_to is not None:
             event["max_tokens_capped_to"] = self.capped_to
-        if not self.lines:
-            event["unverified"] = True  # budget_fail_open let it through while the counters were unreachable
+        if self.excluded:
+            event["providers_excluded"] = [seen_event(headroom) for headroom in self.excluded]
+        if self.unverified:
+            event["unverified"] = True
         return event
 
 
@@ -76,13 +106,19 @@ class BudgetRefused(BudgetExceededError):
 
 class Budgets:
     def __init__(self, store: BudgetStore, directory: Directory, prices: PriceBook, tokenizer: Tokenizer,
-                 group: Callable[[str], Sequence[Deployment]], settings: BudgetSettings) -> None:
+                 group: Callable[[str], Sequence[Deployment]], settings: BudgetSettings,
+                 reachable: Callable[[str], Sequence[Deployment]] | None = None) -> None:
+        """`group`: a model group's deployments; `reachable`: those a call to it may reach, its
+        fallbacks' included (default: its group's)."""
         self.store = store
         self.directory = directory
         self.prices = prices
         self.tokenizer = tokenizer
         self.group = group
+        self.reachable = reachable or group
         self.settings = settings
+        self._provider_budgets = {budget.provider: budget for budget in settings.providers}
+        self._provider_lines: dict[str, tuple[datetime, ProviderLines]] = {}
         self._settling: set[asyncio.Task[None]] = set()
         # Lines are kept while the directory does not change and their periods last; prices per
         # token for a minute (prices change by period, not by call).
@@ -164,6 +200,27 @@ class Budgets:
                           to_nanos(limit, up=False), end.astimezone(UTC).isoformat() if end else None,
                           None if soft is None else to_nanos(soft, up=False))
 
+    def provider_lines(self, model: str, now: datetime) -> ProviderLines:
+        """The budgets of the providers that may serve a call to `model`, in their periods now."""
+        if not self._provider_budgets:
+            return NO_PROVIDERS
+        cached = self._provider_lines.get(model)
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        names = {deployment.provider for deployment in self.reachable(model)}
+        found = ProviderLines(tuple(self._provider_line(self._provider_budgets[name], now) for name in sorted(names)
+                                    if name in self._provider_budgets),
+                              unbudgeted=any(name not in self._provider_budgets for name in names))
+        if len(self._provider_lines) >= _MAX_REMEMBERED:
+            self._provider_lines.clear()
+        ends = [datetime.fromisoformat(line.resets_at) for line in found.lines if line.resets_at]
+        self._provider_lines[model] = (min(ends, default=datetime.max.replace(tzinfo=UTC)), found)
+        return found
+
+    def _provider_line(self, budget: ProviderBudget, now: datetime) -> BudgetLine:
+        """Periods from 1970-01-01 UTC (a day is a UTC day), or the calendar of `timezone`."""
+        return self._line(provider_scope(budget.provider), budget.budget_limit, None, budget.time_period, _EPOCH, now)
+
     async def status(self, scope: str, name: str, entity: dict[str, Any] | None) -> dict[str, Any] | None:
         """An entity's own budget now (None when it has none): its limit, its period, what is spent
         in it and what calls in flight hold."""
@@ -171,22 +228,43 @@ class Budgets:
         line = self._entity(scope, name, entity, now)
         if line is None:
             return None
-        probe = f"status:{uuid.uuid4()}"  # reserving nothing reads the counters on every store alike
-        decision = await self.store.reserve(probe, [line], 0, 0, now.timestamp())
-        if decision.allowed:
-            await self.store.settle(probe, [line], 0, now.timestamp())
-        (seen,) = decision.seen
+        (seen,) = await self._read([line], now)
         return {"scope": line.scope, "max_budget": _usd(line.limit), "period_start": line.period,
                 "budget_reset_at": line.resets_at, "spend": _usd(seen.spent), "reserved": _usd(seen.reserved),
                 "soft_budget": None if line.soft is None else _usd(line.soft)}
 
+    async def provider_status(self) -> dict[str, dict[str, Any]]:
+        """Each provider budget now, by provider (LiteLLM's `/provider/budgets`): its limit and
+        period, what is spent in the period and what calls in flight hold. ServiceUnavailableError
+        (503 budget_unverifiable) when the counters cannot be read, as for `status`."""
+        now = datetime.now(UTC)
+        budgets = self.settings.providers
+        seen = await self._read([self._provider_line(budget, now) for budget in budgets], now) if budgets else ()
+        return {budget.provider: {
+            "budget_limit": budget.budget_limit, "time_period": budget.time_period,
+            "spend": _usd(headroom.spent), "reserved": _usd(headroom.reserved), "period_start": headroom.line.period,
+            "budget_reset_at": headroom.line.resets_at} for budget, headroom in zip(budgets, seen)}
+
+    async def _read(self, lines: list[BudgetLine], now: datetime) -> tuple[Headroom, ...]:
+        """The lines' counters: reserving nothing reads them on every store alike."""
+        probe = f"status:{uuid.uuid4()}"
+        try:
+            decision = await self.store.reserve(probe, lines, 0, 0, now.timestamp())
+            if decision.allowed:
+                await self.store.settle(probe, lines, 0, now.timestamp())
+        except BudgetUnverifiable:
+            raise ServiceUnavailableError("The budgets cannot be read right now.", code="budget_unverifiable") from None
+        return decision.seen
+
     # -- check_budget --------------------------------------------------------------------------------
 
     async def check_budget(self, request_id: str, lines: list[BudgetLine], call_type: str, call: dict[str, Any],
-                           now: datetime, audio_bytes: int = 0) -> Reservation:
-        """Reserves on every line at once; BudgetExceededError (429) when not even the input and one
-        output token fit, ServiceUnavailableError (503 budget_unverifiable) when the counters
-        cannot be read and the budgets fail closed."""
+                           now: datetime, audio_bytes: int = 0, providers: ProviderLines = NO_PROVIDERS
+                           ) -> Reservation:
+        """Reserves on every line at once, and on the provider budgets that can pay;
+        BudgetExceededError (429) when not even the input and one output token fit (or no provider
+        the call may reach can pay that), ServiceUnavailableError (503 budget_unverifiable) when the
+        counters cannot be read and the budgets fail closed."""
         price = await self._price(call_type, call, now, audio_bytes)
         n = int(call.get("n") or 1)
         output = self._output_limit(call_type, call)
@@ -194,20 +272,44 @@ class Budgets:
         wanted = max(1, to_nanos(price.most(output, n), up=True))
         minimum = max(1, to_nanos(price.most(min(output, 1), n), up=True))
         try:
-            decision = await self.store.reserve(request_id, lines, wanted, minimum, now.timestamp())
+            decision, held, excluded = await self._reserve(request_id, lines, providers, wanted, minimum, now)
         except BudgetUnverifiable as error:
             if self.settings.fail_open:
                 log.warning("budgets not verifiable (%s): admitting, as budget_fail_open says", error)
-                return Reservation(BudgetDecision(True, 0, ()), [], call, None)
+                return Reservation(BudgetDecision(True, 0, ()), [], call, None, unverified=True)
             raise ServiceUnavailableError("The budgets cannot be checked right now; the call was not made.",
                                           code="budget_unverifiable") from None
         if not decision.allowed:
             raise refusal(decision)
         if decision.reserved >= wanted or call_type not in ("chat", "text_completion"):
-            return Reservation(decision, lines, call, None)
+            return Reservation(decision, held, call, None, excluded)
         capped = max(1, price.affordable_output(decision.reserved, n))
         field = "max_completion_tokens" if "max_completion_tokens" in call else "max_tokens"
-        return Reservation(decision, lines, {**call, field: capped}, capped)
+        return Reservation(decision, held, {**call, field: capped}, capped, excluded)
+
+    async def _reserve(self, request_id: str, lines: list[BudgetLine], providers: ProviderLines, wanted: int,
+                       minimum: int, now: datetime) -> tuple[BudgetDecision, list[BudgetLine], tuple[Headroom, ...]]:
+        """Reserves on `lines` and the provider budgets; while some provider cannot pay (see
+        `paying_providers`), releases and reserves again without it: one more round trip per
+        provider dropped. Returns the decision, what it holds and the provider budgets dropped (as
+        they were seen); refused, naming the roomiest provider, when none can pay."""
+        kept = providers.lines
+        excluded: tuple[Headroom, ...] = ()
+        while True:
+            held = [*lines, *kept]
+            decision = (await self.store.reserve(request_id, held, wanted, minimum, now.timestamp()) if held
+                        else decide((), wanted, minimum))
+            keep = paying_providers(decision.seen, wanted, minimum, providers.unbudgeted)
+            refused_by_others = decision.refused is not None and not is_provider(decision.refused.line)
+            if len(keep) == len(kept) or refused_by_others:
+                return decision, held, excluded
+            if decision.allowed:
+                await self.store.settle(request_id, held, 0, now.timestamp())
+            excluded += tuple(h for h in decision.seen if is_provider(h.line) and h.line not in keep)
+            if not keep and not providers.unbudgeted:
+                seen = (*decision.seen, *(h for h in excluded if h not in decision.seen))
+                return BudgetDecision(False, 0, seen, roomiest_provider(excluded)), held, excluded
+            kept = keep
 
     def _output_limit(self, call_type: str, call: dict[str, Any]) -> int:
         if call_type not in ("chat", "text_completion"):
@@ -267,13 +369,20 @@ class Budgets:
             if cost > reserved and lines:
                 record.overrun(reserved=from_nanos(reserved), charged=record.cost,
                                reason="the provider reported more usage than the call could produce as reserved")
-            if not lines:
-                return
-            if self._settle_now is not None:
-                self._settle_now(request_id, lines, cost, datetime.now(UTC).timestamp())
-            else:
-                self._spawn(self.store.settle(request_id, lines, cost, datetime.now(UTC).timestamp()))
+            served = provider_scope(record.provider)  # of the providers' budgets, the one that served it pays
+            charged = [line for line in lines if not is_provider(line) or line.scope == served]
+            released = [line for line in lines if is_provider(line) and line.scope != served]
+            if charged:
+                self._settle(request_id, charged, cost)
+            if released:
+                self._settle(request_id, released, 0)
         return update_spend
+
+    def _settle(self, request_id: str, lines: list[BudgetLine], cost: int) -> None:
+        if self._settle_now is not None:
+            self._settle_now(request_id, lines, cost, datetime.now(UTC).timestamp())
+        else:
+            self._spawn(self.store.settle(request_id, lines, cost, datetime.now(UTC).timestamp()))
 
     def _spawn(self, settling: Any) -> None:
         task = asyncio.get_running_loop().create_task(self._logged(settling))
@@ -297,6 +406,11 @@ def refusal(decision: BudgetDecision) -> BudgetRefused:
     return BudgetRefused(
         f"Budget exceeded for {line.scope}: limit {limit} USD, spent {spent} USD, {held} USD held by calls in flight"
         f"{resets}.", decision, current_cost=spent + held, max_budget=limit)
+
+
+def _names(lines: Sequence[BudgetLine]) -> frozenset[str]:
+    """The providers of provider budget lines."""
+    return frozenset(line.scope[len(PROVIDER):] for line in lines)
 
 
 def _usd(nanos: int) -> Decimal:

@@ -80,6 +80,16 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class ProviderBudget:
+    """`router_settings.provider_budget_config.<provider>`: what calls served by one provider may
+    spend per period, whichever model group, key or team they come from."""
+
+    provider: str  # as deployments name it: `openai` for `openai/gpt-4o`
+    budget_limit: Decimal
+    time_period: str
+
+
+@dataclass(frozen=True)
 class BudgetConfig:
     """The budgets the config itself sets, and how budgets behave."""
 
@@ -89,6 +99,7 @@ class BudgetConfig:
     fail_open: bool = False  # general_settings.budget_fail_open: admit when the counters cannot be read
     alert_share: Decimal | None = None  # general_settings.budget_alert_share: alert at max_budget x share
     end_user_budget_id: str | None = None  # litellm_settings.max_end_user_budget_id
+    providers: tuple[ProviderBudget, ...] = ()  # router_settings.provider_budget_config
 
 
 @dataclass(frozen=True)

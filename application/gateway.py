@@ -38,7 +38,8 @@ from moneta.domain.usage import Usage
 class Caller:
     """Who is calling: the hash of their key (never the key), the end user they name, who the key
     belongs to, what the admission checks before routing decided (for the ledger), whom to
-    tell once the call has ended (with its record), and whom to tell the key of a cache hit."""
+    tell once the call has ended (with its record), whom to tell the key of a cache hit, and
+    the providers the call must not be routed to (their budgets cannot pay for it)."""
 
     key_hash: str = ""
     end_user: str = ""
@@ -46,6 +47,7 @@ class Caller:
     checks: dict[str, Any] = field(default_factory=dict)
     on_end: Callable[[RequestRecord], None] | None = None
     on_cache_hit: Callable[[str], None] | None = None
+    barred_providers: frozenset[str] = frozenset()
 
 
 def _now() -> datetime:
@@ -146,7 +148,7 @@ class Gateway:
         try:
             for deployment in self.router.group(model):
                 self.prices.check_priced(deployment)
-            first = await first_route(self.router, model, body)
+            first = await first_route(self.router, model, body, caller.barred_providers)
         except GatewayError as error:
             await self.deny(caller, call_type, model, error, request_id)
             raise
@@ -178,7 +180,8 @@ class Gateway:
             return await self._from_cache(call_type, caller, body, request_id, lookup, stream=False)
         record, first, admitted = await self._admit(call_type, caller, body, request_id, stream=False)
         try:
-            response, deployment, latency_ms = await self._attempt(record, first, admitted, body, invoke, stream=False)
+            response, deployment, latency_ms = await self._attempt(record, first, admitted, body, invoke, stream=False,
+                                                                   barred=caller.barred_providers)
             usage = _usage_of(call_type, response) or await self._estimate_usage(deployment, body, response)
         except asyncio.CancelledError:
             await self._cancelled(record, admitted)
@@ -213,10 +216,11 @@ class Gateway:
 
     async def _attempt(self, record: RequestRecord, first: Route | GatewayError, admitted: Admission,
                        body: dict[str, Any], invoke: Callable[[Deployment], Awaitable[Any]],
-                       *, stream: bool) -> tuple[Any, Deployment, float]:
-        """The first successful attempt; when none succeeds, the request is recorded as Failed."""
+                       *, stream: bool, barred: frozenset[str] = frozenset()) -> tuple[Any, Deployment, float]:
+        """The first successful attempt, never with a provider in `barred`; when none succeeds, the
+        request is recorded as Failed."""
         attempts = Attempts(record, self.router, body, invoke, stream=stream, secrets=self._secrets,
-                            precheck=self.prices.check_priced)
+                            precheck=self.prices.check_priced, barred=barred)
         try:
             return await attempts.run(body["model"], first)
         except GatewayError as error:
@@ -291,7 +295,7 @@ class Gateway:
 
         try:
             (head, chunks), deployment, _ = await self._attempt(record, first, admitted, body, open_stream,
-                                                                stream=True)
+                                                                stream=True, barred=caller.barred_providers)
         except asyncio.CancelledError:
             await self._cancelled(record, admitted)
             raise

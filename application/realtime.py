@@ -46,7 +46,8 @@ class RealtimeSessions:
         record, first, admitted = await self._gateway._admit(CALL_TYPE, caller, body, request_id, stream=True)
         try:
             upstream, deployment, _ = await self._gateway._attempt(
-                record, first, admitted, body, lambda d: self._connector.connect(d, headers), stream=True)
+                record, first, admitted, body, lambda d: self._connector.connect(d, headers), stream=True,
+                barred=caller.barred_providers)
         except asyncio.CancelledError:
             await self._gateway._cancelled(record, admitted)
             raise

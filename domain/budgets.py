@@ -19,6 +19,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import NamedTuple, Sequence
 
 NANO = Decimal("0.000000001")
+PROVIDER = "provider:"  # the scope of a provider's budget: "provider:<name>"
 LEASE_S = 900.0  # a reservation of a process that died is released this long after it was made
 
 
@@ -115,13 +116,13 @@ class BudgetDecision(NamedTuple):
 
     def as_event(self) -> dict:
         event: dict = {"allowed": self.allowed, "reserved": usd_text(self.reserved),
-                       "scopes": [_seen_event(h) for h in self.seen]}
+                       "scopes": [seen_event(h) for h in self.seen]}
         if self.refused is not None:
             event["refused_scope"] = self.refused.line.scope
         return event
 
 
-def _seen_event(headroom: Headroom) -> dict:
+def seen_event(headroom: Headroom) -> dict:
     line = headroom.line
     return {"scope": line.scope, "period": line.period, "limit": usd_text(line.limit),
             "soft": None if line.soft is None else usd_text(line.soft),
@@ -149,6 +150,37 @@ def decide(seen: Sequence[Headroom], wanted: int, minimum: int) -> BudgetDecisio
     if room >= minimum and room > 0:
         return BudgetDecision(True, room, seen)
     return BudgetDecision(False, 0, seen, tightest)
+
+
+def provider_scope(provider: str) -> str:
+    return PROVIDER + provider
+
+
+def is_provider(line: BudgetLine) -> bool:
+    return line.scope.startswith(PROVIDER)
+
+
+def paying_providers(seen: Sequence[Headroom], wanted: int, minimum: int, unbudgeted: bool) -> tuple[BudgetLine, ...]:
+    """Of the provider budgets a call reserved on (any of them may end up serving it), those it keeps:
+    the ones that pay for as much as its other budgets allow (`wanted` at most). When none does and
+    every deployment it may use has a provider budget (`unbudgeted` false), the one with the most
+    room, if that pays `minimum`: the call is then made to fit it. Nothing kept: the call cannot run."""
+    providers = [h for h in seen if is_provider(h.line)]
+    allowed = min([wanted, *(_room(h) for h in seen if not is_provider(h.line))])
+    paying = tuple(h.line for h in providers if _room(h) >= allowed)
+    if paying or unbudgeted or not providers:
+        return paying
+    best = max(providers, key=_room)
+    return (best.line,) if _room(best) >= max(minimum, 1) else ()
+
+
+def roomiest_provider(seen: Sequence[Headroom]) -> Headroom:
+    """The provider budget that came closest to paying (the one a refusal names)."""
+    return max((h for h in seen if is_provider(h.line)), key=_room)
+
+
+def _room(headroom: Headroom) -> int:
+    return headroom.line.limit - headroom.spent - headroom.reserved
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ class RequestRecord(Aggregate):
         askii_rate: Decimal | None = None  # askii per USD used for `askii`
 
         def apply(self, aggregate: "RequestRecord") -> None:
-            aggregate.outcome, aggregate.cost = "completed", self.cost
+            aggregate.outcome, aggregate.cost, aggregate.provider = "completed", self.cost, self.provider
             aggregate.tokens = self.usage.get("prompt_tokens", 0) + self.usage.get("completion_tokens", 0)
 
     class Interrupted(Completed):
@@ -90,7 +90,7 @@ class RequestRecord(Aggregate):
         status_code: int | None = None
 
         def apply(self, aggregate: "RequestRecord") -> None:
-            aggregate.outcome, aggregate.cost = "interrupted", self.cost
+            aggregate.outcome, aggregate.cost, aggregate.provider = "interrupted", self.cost, self.provider
             aggregate.tokens = self.usage.get("prompt_tokens", 0) + self.usage.get("completion_tokens", 0)
 
     class Failed(Aggregate.Event):
@@ -211,6 +211,7 @@ class RequestRecord(Aggregate):
         self.cost = Decimal(0)
         self.tokens = 0  # prompt and completion tokens of the outcome
         self.deployment_id = ""
+        self.provider = ""  # the provider that served the call, once it has
 
     def record_attempt_failure(
         self,

@@ -9,7 +9,8 @@ holds the amount on every line or on none. A counter never seen is reported by t
 its spend is read from the SpentReader and set (HSETNX: two workers initialising at once agree) by
 the next call, which then decides. Another script settles.
 
-Lua numbers are doubles: the arithmetic is exact while limits, amounts and counters stay within
+A reservation of nothing (a status probe) holds "0", which is never subtracted: Redis takes no
+"-0" for a number. Lua numbers are doubles: the arithmetic is exact while limits, amounts and counters stay within
 2^53 nano-dollars (about 9 million dollars). A larger limit or amount is refused (ValueError)
 rather than compared inexactly. Amounts travel to Redis as decimal strings.
 
@@ -66,7 +67,7 @@ for i = 1, lines do
   for _, gone in ipairs(redis.call('ZRANGEBYSCORE', l, '-inf', now)) do
     local amount = redis.call('HGET', a, gone)
     if amount then
-      redis.call('HINCRBY', c, 'held', '-' .. amount)
+      if amount ~= '0' then redis.call('HINCRBY', c, 'held', '-' .. amount) end
       redis.call('HDEL', a, gone)
     end
   end
@@ -89,7 +90,7 @@ end
 for i = 1, lines do
   local c, l, a, ttl = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[4 + 3 * i]
   local previous = redis.call('HGET', a, id)
-  if previous then redis.call('HINCRBY', c, 'held', '-' .. previous) end
+  if previous and previous ~= '0' then redis.call('HINCRBY', c, 'held', '-' .. previous) end
   redis.call('HINCRBY', c, 'held', amount)
   redis.call('HSET', a, id, amount)
   redis.call('ZADD', l, lease_end, id)
@@ -109,7 +110,7 @@ for i = 1, #KEYS / 3 do
   if redis.call('HEXISTS', c, 'spent') == 1 then
     local amount = redis.call('HGET', a, id)
     if amount then
-      redis.call('HINCRBY', c, 'held', '-' .. amount)
+      if amount ~= '0' then redis.call('HINCRBY', c, 'held', '-' .. amount) end
       redis.call('HDEL', a, id)
       redis.call('ZREM', l, id)
     end

@@ -18,7 +18,7 @@ import yaml
 
 from moneta.application.config import (
     CACHED_CALL_TYPES, AlertSettings, BudgetConfig, CacheSettings, ConnectionLimits, Deployment, GatewayConfig,
-    LagoSettings, MonetaSettings,
+    LagoSettings, MonetaSettings, ProviderBudget,
 )
 from moneta.application.routing.settings import RouterSettings
 from moneta.domain import model_patterns
@@ -188,7 +188,7 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
         ledger_timeout_s=_positive(general.get("ledger_timeout_s", 5), "general_settings.ledger_timeout_s"),
         connection_limits=_connection_limits(general),
         cache=cache,
-        budgets=_budgets(general, litellm),
+        budgets=_budgets(general, litellm, router),
         alerting=alerting,
         moneta=_moneta(_section(raw, "moneta_settings"), reader),
         require_auth_for_metrics=general.get("require_auth_for_metrics_endpoint", False),
@@ -204,8 +204,9 @@ def parse_config(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
     return config
 
 
-def _budgets(general: dict, litellm: dict) -> BudgetConfig:
-    """The proxy's own budget (`litellm_settings.max_budget`, `budget_duration`) and how budgets behave."""
+def _budgets(general: dict, litellm: dict, router: dict) -> BudgetConfig:
+    """The proxy's own budget (`litellm_settings.max_budget`, `budget_duration`), the providers'
+    (`router_settings.provider_budget_config`) and how budgets behave."""
     share = general.get("budget_alert_share")
     if share is not None and not 0 < _number(share, "general_settings.budget_alert_share") <= 1:
         raise ConfigError("general_settings.budget_alert_share must be a number above 0 and at most 1")
@@ -221,7 +222,39 @@ def _budgets(general: dict, litellm: dict) -> BudgetConfig:
         timezone=None if zone is None else str(zone),
         fail_open=general.get("budget_fail_open", False),
         alert_share=None if share is None else Decimal(str(share)),
-        end_user_budget_id=litellm.get("max_end_user_budget_id"))
+        end_user_budget_id=litellm.get("max_end_user_budget_id"),
+        providers=_provider_budgets(router.get("provider_budget_config")))
+
+
+_PROVIDER_BUDGET = ("budget_limit", "time_period")
+
+
+def _provider_budgets(raw: Any) -> tuple[ProviderBudget, ...]:
+    """`{openai: {budget_limit: 100, time_period: 1d}, ...}`. Unknown keys are errors: a misspelt
+    limit would otherwise leave a provider without the budget its operator believes it has."""
+    where = "router_settings.provider_budget_config"
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must map provider names to {{budget_limit, time_period}}")
+    budgets: dict[str, ProviderBudget] = {}
+    for name, entry in raw.items():
+        key = f"{where}.{name}"
+        provider = str(name).strip().lower()
+        if not provider or provider in budgets:
+            raise ConfigError(f"{key}: a provider name must be given once (names are case-insensitive)")
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{key} must be a mapping with budget_limit and time_period")
+        unknown = sorted(str(k) for k in entry if k not in _PROVIDER_BUDGET)
+        if unknown:
+            raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)} (a provider budget has budget_limit"
+                              " and time_period)")
+        limit = _amount(entry.get("budget_limit"), f"{key}.budget_limit")
+        duration = _duration(entry.get("time_period"), f"{key}.time_period")
+        if limit is None or duration is None:
+            raise ConfigError(f"{key}.{'budget_limit' if limit is None else 'time_period'} is required")
+        budgets[provider] = ProviderBudget(provider, limit, "".join(duration.split()))
+    return tuple(budgets.values())
 
 
 _MONETA = {"askii_per_usd", "lago"}

@@ -28,7 +28,7 @@ NOT_SUPPORTED: dict[str, frozenset[str]] = {
         "key_generation_settings", "callback_settings", "mcp_aliases", "check_provider_endpoint",
         "max_end_user_budget", "public_model_groups", "ssl_verify", "drop_params_if_unsupported"}),
     "router_settings": frozenset({
-        "model_group_alias", "cache_responses", "default_litellm_params", "provider_budget_config",
+        "model_group_alias", "cache_responses", "default_litellm_params",
         "model_group_retry_policy", "enable_tag_filtering", "optional_pre_call_checks",
         "deployment_affinity_ttl_seconds", "default_max_parallel_requests", "polling_interval", "set_verbose",
         "debug_level"}),

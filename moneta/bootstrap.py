@@ -142,11 +142,13 @@ class Container:
         self.budgets = self._budgets(store, BudgetSettings(
             proxy_max_budget=budgets.proxy_max_budget, proxy_duration=budgets.proxy_duration,
             zone=ZoneInfo(budgets.timezone) if budgets.timezone else None, fail_open=budgets.fail_open,
-            alert_share=budgets.alert_share, end_user_budget_id=budgets.end_user_budget_id))
+            alert_share=budgets.alert_share, end_user_budget_id=budgets.end_user_budget_id,
+            providers=budgets.providers))
         self.background.append(_Closing(store.close))
 
     def _budgets(self, store: BudgetStore, settings: BudgetSettings) -> Budgets:
-        return Budgets(store, self.directory, self.prices, self.tokenizer, self.gateway.router.group, settings)
+        router = self.gateway.router
+        return Budgets(store, self.directory, self.prices, self.tokenizer, router.group, settings, router.reachable)
 
     def read_access_view(self, view: AccessViewReader) -> None:
         """Keys, teams, users, ... from the access view: loaded now, kept fresh in the background,
@@ -475,7 +477,11 @@ def router_config(model_list: list[dict], router_settings: Mapping[str, object])
 
     raw = {"model_list": model_list, "router_settings": dict(router_settings)}
     config = priced_only(parse_config(raw, environment()), price_book())
-    for notice in config.notices:
+    notices = [*config.notices]
+    if config.budgets.providers:
+        notices.append("provider_budget_config is enforced by the proxy (moneta serve), not by a library Router:"
+                       " it has no effect here")
+    for notice in notices:
         logging.getLogger("moneta.config").warning("%s", notice)
     return config
 

@@ -1,7 +1,10 @@
 """The budget view: what each budget has spent, per period and over its lifetime, from the ledger.
 
 An Admitted event names the budgets a call reserved on (its `decision.budget.scopes`, each with its
-period); the call's outcome adds its cost to each of them, in the period it was admitted in. A
+period); the call's outcome adds its cost to each of them, in the period it was admitted in, except
+the budgets of providers (`provider:<name>`): of those, only the one of the provider the outcome
+names (a Completed or Interrupted) is charged, since the call reserved on every provider it might
+have been served by. A
 spend that crosses a budget's soft limit, or its limit, files an alert in `budget_alerts` once per
 budget, period and kind: the alert outbox, which the read side delivers.
 
@@ -16,7 +19,7 @@ import time
 from decimal import Decimal
 from typing import Any, Callable, Sequence
 
-from moneta.domain.budgets import BudgetLine, to_nanos
+from moneta.domain.budgets import PROVIDER, BudgetLine, provider_scope, to_nanos
 from moneta.domain.request_record import RequestRecord
 from moneta.projections import tracking
 from moneta.projections.page import Page
@@ -89,13 +92,16 @@ def _pending(cur: ViewCursor, request_ids: list[str]) -> dict[str, list[dict[str
 
 
 def _charge(cur: ViewCursor, pending: dict[str, list[dict[str, Any]]], charges: list[tuple[str, Any]]) -> None:
-    keys = {(scope["scope"], period) for request_id, _ in charges for scope in pending[request_id]
+    charged = [(request_id, event, _charged(pending[request_id], event)) for request_id, event in charges]
+    keys = {(scope["scope"], period) for _, _, scopes in charged for scope in scopes
             for period in (scope["period"], LIFETIME)}
+    if not keys:  # only providers' budgets, none of which served the call
+        return
     rows = _spend_rows(cur, keys)
     alerts = []
-    for request_id, event in charges:
+    for request_id, event, scopes in charged:
         cost = event.cost if isinstance(event, (RequestRecord.Completed, RequestRecord.CacheHit)) else Decimal(0)
-        for scope in pending[request_id]:
+        for scope in scopes:
             for period in {scope["period"], LIFETIME}:
                 row = rows[scope["scope"], period]
                 before, row["spend"], row["calls"] = row["spend"], row["spend"] + cost, row["calls"] + 1
@@ -104,6 +110,13 @@ def _charge(cur: ViewCursor, pending: dict[str, list[dict[str, Any]]], charges: 
     cur.executemany(_UPSERT, [[r["scope"], r["period"], r["spend"], r["calls"]] for r in rows.values()])
     if alerts:
         cur.executemany(_ALERT, alerts)
+
+
+def _charged(scopes: list[dict[str, Any]], event: Any) -> list[dict[str, Any]]:
+    """The budgets an outcome charges: all the call reserved on, but of the providers' only the one
+    that served it."""
+    served = provider_scope(event.provider) if isinstance(event, RequestRecord.Completed) else None
+    return [scope for scope in scopes if not scope["scope"].startswith(PROVIDER) or scope["scope"] == served]
 
 
 def _spend_rows(cur: ViewCursor, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:

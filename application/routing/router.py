@@ -28,9 +28,10 @@ from moneta.application.routing.settings import RouterSettings
 from moneta.application.routing.wildcards import WildcardGroups
 from moneta.application.tokens import count_messages_async, count_text_async
 from moneta.domain import routing_strategies as strategies
+from moneta.domain.budgets import provider_scope
 from moneta.domain.cooldown_policy import manual_cooldown_s
-from moneta.domain.errors import (ContextWindowExceededError, GatewayError, ModelNotFoundError, NotFoundError,
-                                  RateLimitError)
+from moneta.domain.errors import (BudgetExceededError, ContextWindowExceededError, GatewayError, ModelNotFoundError,
+                                  NotFoundError, RateLimitError)
 from moneta.domain.failure_kinds import failure_kind
 from moneta.domain.usage import Usage
 
@@ -89,6 +90,13 @@ class DeploymentRouter:
     def _find(self, model_group: str) -> list[Deployment] | None:
         return self._groups.get(model_group) or self._wildcards.group(model_group)
 
+    def reachable(self, model_group: str) -> list[Deployment]:
+        """The deployments a call to `model_group` may reach: its group's and its fallback groups'."""
+        found = list(self.group(model_group))
+        for fallback in self.settings.every_fallback(model_group):
+            found += self._find(fallback) or []
+        return found
+
     def groups(self) -> dict[str, list[Deployment]]:
         """The explicit groups, and those the patterns serve that are in use."""
         return {**self._groups, **self._wildcards.made()}
@@ -108,12 +116,16 @@ class DeploymentRouter:
         raise NotFoundError(f"No deployment has the id '{deployment_id}'.", param="deployment_id",
                             code="deployment_not_found")
 
-    async def route(self, model_group: str, body: dict[str, Any], exclude: Collection[str] = ()) -> Route:
+    async def route(self, model_group: str, body: dict[str, Any], exclude: Collection[str] = (),
+                    barred: Collection[str] = ()) -> Route:
         """The deployment for the next attempt: among those not cooling down (and, with pre-call
         checks, whose context window fits the prompt; with rpm/tpm, that have headroom this
         minute), preferring those not in `exclude` (tried already), in the best `order` tier, by
-        the strategy. Raises a 429 when all are cooling or at their limits."""
+        the strategy; never one of a provider in `barred` (its budget cannot pay for the call).
+        Raises a 429 when all are barred, cooling or at their limits."""
         group = self.group(model_group)
+        if barred:
+            group = self._unbarred(model_group, group, barred)
         cooling = self.cooldowns.state().cooling
         available = [d for d in group if d.id not in cooling]
         if not available:
@@ -204,6 +216,15 @@ class DeploymentRouter:
                 f"The prompt ({tokens} tokens) exceeds the context window of every deployment of "
                 f"model group '{model_group}'.", param="messages")
         return fitting
+
+    @staticmethod
+    def _unbarred(model_group: str, group: Sequence[Deployment], barred: Collection[str]) -> list[Deployment]:
+        allowed = [d for d in group if d.provider not in barred]
+        if not allowed:
+            scopes = ", ".join(sorted({provider_scope(d.provider) for d in group}))
+            raise BudgetExceededError(f"No deployments available for model group '{model_group}': the budget of "
+                                      f"every provider it uses cannot pay for the call ({scopes}).")
+        return allowed
 
     def _no_capacity(self, model_group: str, why: str) -> RateLimitError:
         return RateLimitError(f"No deployments available for model group '{model_group}': {why}",

@@ -78,6 +78,13 @@ class RouterSettings:
             chosen = self.fallbacks.get(model_group, ()) or self.default_fallbacks
         return tuple(g for g in chosen if g != model_group)[: self.max_fallbacks]
 
+    def every_fallback(self, model_group: str) -> tuple[str, ...]:
+        """Every group a call to `model_group` may fall back to, whatever the error."""
+        lists = (self.fallbacks.get(model_group, ()) or self.default_fallbacks,
+                 self.context_window_fallbacks.get(model_group, ()), self.content_policy_fallbacks.get(model_group, ()))
+        chosen = (tuple(g for g in groups if g != model_group)[: self.max_fallbacks] for groups in lists)
+        return tuple(dict.fromkeys(group for groups in chosen for group in groups))
+
     def timeout_for(self, deployment: Deployment, stream: bool) -> float | None:
         """How long one attempt may take; for a stream, until its first chunk."""
         if stream:
