@@ -83,6 +83,10 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(deployment_health.router, dependencies=[Depends(require_admin)])
     app.include_router(deployment_cooldown.router)
     app.include_router(management.router)
+    if container.lago_inbox is not None:
+        from moneta.api.routes import lago_webhooks
+
+        app.include_router(lago_webhooks.router)
     if container.views is not None:
         from moneta.api.routes import spend, spend_activity
         from moneta.projections.activity_queries import ActivityQueries
