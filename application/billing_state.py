@@ -24,7 +24,7 @@ INTERVAL_S = 0.25
 
 class BillingView(Protocol):
     def customers_changed_since(self, revision: int) -> list[dict[str, Any]]:
-        """Rows (customer_id, subscription, features, wallet, refreshed_at, revision) changed after
+        """Rows (customer_id, subscription, features, wallet, synced_at, revision) changed after
         `revision`, oldest change first."""
         ...
 
@@ -68,7 +68,7 @@ class BillingDirectory:
     def apply(self, rows: list[dict[str, Any]], status: Mapping[str, Any] | None) -> None:
         for row in rows:
             self._customers[row["customer_id"]] = _billing(row)
-            self._confirmed[row["customer_id"]] = row["refreshed_at"]
+            self._confirmed[row["customer_id"]] = row["synced_at"]
             wallet = row["wallet"] or {}
             if wallet.get("lago_id"):
                 self._wallets[wallet["lago_id"]] = row["customer_id"]
@@ -100,14 +100,15 @@ def _billing(row: Mapping[str, Any]) -> CustomerBilling:
     return CustomerBilling(customer_id=row["customer_id"], subscription_id=subscription.get("external_id"),
                            plan_code=subscription.get("plan_code"), subscription_status=subscription.get("status"),
                            features=MappingProxyType(features), wallet=_wallet(row["wallet"]),
-                           synced_at=row["refreshed_at"])
+                           synced_at=row["synced_at"])
 
 
 def _wallet(wallet: Mapping[str, Any] | None) -> Wallet | None:
     if not wallet:
         return None
     computed_at = wallet["computed_at"]
-    return Wallet(wallet_id=wallet["lago_id"], currency=wallet["currency"], balance_usd=Decimal(str(wallet["balance_usd"])),
+    return Wallet(wallet_id=wallet["lago_id"], currency=wallet["currency"],
+                  balance_usd=Decimal(str(wallet["balance_usd"])),
                   computed_at=computed_at if isinstance(computed_at, datetime) else datetime.fromisoformat(computed_at),
                   depleted=bool(wallet["depleted"]))
 

@@ -9,8 +9,9 @@ A stream that another process wrote meanwhile is skipped, not an error: the next
 again. A customer whose stream got news after this round began reading it (a webhook) is skipped
 too: that news asks for a read of its own. Each round ends with SyncSucceeded or SyncFailed in the
 day's sync log, so every process knows when the last good sync was. Lago unreachable, or refusing
-with 401, 403, 429 or 5xx, fails the round (it is tried again next round); a customer Lago refuses
-to show (400, 404, 422) is skipped and named in SyncSucceeded.
+with 401, 403, 404, 429 or 5xx, fails the round (it is tried again next round); a customer Lago
+refuses to show (400, 409, 422) is skipped and named in SyncSucceeded. A customer Lago does not
+know reads as one with no subscription and no wallet.
 """
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ from moneta.domain.redaction import redact
 log = logging.getLogger("moneta.lago")
 CONCURRENCY = 8  # customers read at once
 DUE_BATCH = 500  # customers a due round reads at most
-_CUSTOMER_REFUSALS = (400, 404, 409, 422)  # about one customer; any other refusal is Lago's state
+# About one customer; any other refusal is about Lago or how it is reached (a 404 without Lago's
+# `customer_not_found` is a wrong api_url, not a customer: the client reads that one as none).
+_CUSTOMER_REFUSALS = (400, 409, 422)
 
 
 class BillingSource(Protocol):

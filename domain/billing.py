@@ -77,12 +77,12 @@ def features_state(entitlements: list[Mapping[str, Any]]) -> dict[str, dict[str,
     return {e["code"]: {p["code"]: p.get("value") for p in e.get("privileges") or ()} for e in entitlements}
 
 
-def decimal(value: Any) -> Decimal:
+def _amount(value: Any) -> Decimal:
     """Lago writes amounts as strings ("8.0"); a number that came as a float goes through its text."""
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
-def moment(value: Any) -> datetime | None:
+def _moment(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
     return datetime.fromisoformat(str(value))
@@ -106,20 +106,22 @@ def _applies_to(limits: Mapping[str, Any], metric_code: str) -> bool:
 def wallet_state(wallet: Mapping[str, Any], *, fetched_at: datetime, depleted: bool | None = None) -> dict[str, Any]:
     """A Lago wallet as the entitlement check reads it. `computed_at` is when Lago computed the
     ongoing balance (`last_balance_sync_at`), else when the gateway read it."""
-    credits = decimal(wallet["credits_ongoing_balance"])
-    rate = decimal(wallet["rate_amount"])
-    lago_time = moment(wallet.get("last_balance_sync_at"))
+    credits = _amount(wallet["credits_ongoing_balance"])
+    rate = _amount(wallet["rate_amount"])
+    lago_time = _moment(wallet.get("last_balance_sync_at"))
     return {"lago_id": wallet["lago_id"], "code": wallet.get("code"), "currency": wallet["currency"],
             "rate_amount": rate, "credits_ongoing_balance": credits,
             "ongoing_balance_cents": wallet.get("ongoing_balance_cents"), "balance_cents": wallet.get("balance_cents"),
-            "balance_usd": credits * rate, "computed_at": lago_time or fetched_at, "computed_by_lago": lago_time is not None,
+            "balance_usd": credits * rate, "computed_at": lago_time or fetched_at,
+            "computed_by_lago": lago_time is not None,
             "depleted": credits <= 0 if depleted is None else depleted}
 
 
 def transaction_state(transaction: Mapping[str, Any]) -> dict[str, Any]:
     """A wallet transaction with its amounts (`amount` in the currency, `credit_amount` in credits)."""
     state = {name: transaction.get(name) for name in TRANSACTION_FIELDS}
-    state.update(amount=decimal(transaction.get("amount") or 0), credit_amount=decimal(transaction.get("credit_amount") or 0))
+    state.update(amount=_amount(transaction.get("amount") or 0),
+                 credit_amount=_amount(transaction.get("credit_amount") or 0))
     return state
 
 
@@ -245,7 +247,8 @@ class WebhookSubject:
     object_type: str
     obj: Mapping[str, Any]
     customer_id: str | None
-    object_id: str | None  # the subscription's external_id, the wallet's or transaction's lago_id, a feature's or plan's code
+    # the subscription's external_id, the wallet's or transaction's lago_id, a feature's or plan's code
+    object_id: str | None
 
 
 def webhook_subject(payload: Mapping[str, Any]) -> WebhookSubject:

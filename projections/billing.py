@@ -4,15 +4,15 @@ rounds went.
 - `billing_seen` (kind, id, first_seen_at): each end user (`customer`), team, user and key (its hash)
   that an Admitted or Denied call named, so the sync knows whom to read from Lago.
 - `lago_customers`: one row per customer stream (subscription, features, wallet as JSON), with
-  `refreshed_at` (when a sync last read it), `refresh_wanted_at` (when a webhook asked for a new
-  read) and a `revision` per page that changed what the entitlement check reads, so that the
-  workers' in-memory directories read only what changed.
+  `synced_at` (when a sync last read it from Lago), `refresh_wanted_at` (when a webhook asked for
+  a new read) and a `revision` per page that changed what the entitlement check reads, so that
+  the workers' in-memory directories read only what changed.
 - `lago_sync_status`: one row, the last good full round (`full_started_at`, ...), the last success
   of any round and the last failure with its reason.
 
 A page costs at most seven statements: one insert of the ids seen, the customer rows it touches,
-the highest revision, one upsert of those rows, one update per plan whose entitlements changed
-(plan.updated webhooks; rare), the status row and its upsert.
+the highest revision, one upsert of those rows, one update of the subscribers of the plans whose
+entitlements changed (plan.updated webhooks), the status row and its upsert.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ DDL = (
         wallet_id TEXT,
         first_synced_at {timestamp} NOT NULL,
         changed_at {timestamp} NOT NULL,
-        refreshed_at {timestamp} NOT NULL,
+        synced_at {timestamp} NOT NULL,
         refresh_wanted_at {timestamp},
         version BIGINT NOT NULL,
         revision BIGINT NOT NULL
@@ -76,7 +76,7 @@ _SYNC_EVENTS = (LagoSyncLog.SyncSucceeded, LagoSyncLog.SyncFailed)
 _CALLS = (RequestRecord.Admitted, RequestRecord.Denied)
 EVENT_TYPES = (*_CUSTOMER_EVENTS, *_SYNC_EVENTS, LagoWebhook.Received, *_CALLS)
 _CUSTOMER_COLUMNS = ("customer_id", "stream_id", "subscription", "features", "wallet", "plan_code", "wallet_id",
-                     "first_synced_at", "changed_at", "refreshed_at", "refresh_wanted_at", "version", "revision")
+                     "first_synced_at", "changed_at", "synced_at", "refresh_wanted_at", "version", "revision")
 _UPSERT_CUSTOMER = upsert_sql("lago_customers", _CUSTOMER_COLUMNS, key=("customer_id",))
 _STATUS_COLUMNS = ("name", "full_started_at", "full_ended_at", "full_customers", "full_changed", "full_skipped",
                    "last_success_at", "last_success_scope", "last_failure_at", "last_failure_scope",
@@ -95,9 +95,10 @@ def apply_page(cur: ViewCursor, page: Page) -> None:
     if seen:
         cur.executemany(_SEEN, seen)
     _customers(cur, page, events)
-    for event in (e for e in events if isinstance(e, LagoWebhook.Received) and e.webhook_type in PLAN_REFRESH_TYPES):
-        if event.object_id:
-            cur.execute(_PLAN_REFRESH, (event.at, event.object_id, event.at))
+    plans = [(e.at, e.object_id, e.at) for e in events
+             if isinstance(e, LagoWebhook.Received) and e.webhook_type in PLAN_REFRESH_TYPES and e.object_id]
+    if plans:
+        cur.executemany(_PLAN_REFRESH, plans)
     rounds = [e for e in events if isinstance(e, _SYNC_EVENTS)]
     if rounds:
         _status(cur, rounds)
@@ -133,13 +134,14 @@ def _customers(cur: ViewCursor, page: Page, events: list[Any]) -> None:
         by_stream[row["stream_id"]] = rows[row["customer_id"]] = row
         touched.add(row["customer_id"])
     for customer, at in refreshed.items():
-        if customer in rows and at > rows[customer]["refreshed_at"]:
-            rows[customer]["refreshed_at"] = at
+        if customer in rows and at > rows[customer]["synced_at"]:
+            rows[customer]["synced_at"] = at
             touched.add(customer)
     revision = _next_revision(cur) if touched else 0
     for customer, at in wanted.items():
-        if customer in rows and (rows[customer]["refresh_wanted_at"] is None or at > rows[customer]["refresh_wanted_at"]):
-            rows[customer]["refresh_wanted_at"] = at
+        row = rows.get(customer)
+        if row is not None and (row["refresh_wanted_at"] is None or at > row["refresh_wanted_at"]):
+            row["refresh_wanted_at"] = at
     for customer in touched:
         rows[customer]["revision"] = revision
     stored = [row for row in rows.values() if row["customer_id"] in touched or row["customer_id"] in wanted]
@@ -150,7 +152,7 @@ def _customers(cur: ViewCursor, page: Page, events: list[Any]) -> None:
 def _fold(row: dict[str, Any] | None, stream_id: str, event: Any) -> dict[str, Any]:
     if row is None:  # a Tracked event: the stream's first
         row = {"customer_id": event.customer_id, "stream_id": stream_id, "subscription": None, "features": {},
-               "wallet": None, "first_synced_at": event.at, "changed_at": event.at, "refreshed_at": event.at,
+               "wallet": None, "first_synced_at": event.at, "changed_at": event.at, "synced_at": event.at,
                "refresh_wanted_at": None}
     if isinstance(event, LagoCustomer.SubscriptionChanged):
         row["subscription"] = event.subscription
@@ -160,7 +162,7 @@ def _fold(row: dict[str, Any] | None, stream_id: str, event: Any) -> dict[str, A
         row["wallet"] = event.wallet
     row["changed_at"] = max(row["changed_at"], event.at)
     if event.source == SYNC:
-        row["refreshed_at"] = max(row["refreshed_at"], event.at)
+        row["synced_at"] = max(row["synced_at"], event.at)
     row["plan_code"] = (row["subscription"] or {}).get("plan_code")
     row["wallet_id"] = (row["wallet"] or {}).get("lago_id")
     row["version"] = event.originator_version
@@ -177,7 +179,7 @@ def _read(cur: ViewCursor, stream_ids: list[str], customer_ids: list[str]) -> di
 def _loaded(row: dict[str, Any]) -> dict[str, Any]:
     for column in ("subscription", "features", "wallet"):
         row[column] = _json(row[column])
-    for column in ("first_synced_at", "changed_at", "refreshed_at", "refresh_wanted_at"):
+    for column in ("first_synced_at", "changed_at", "synced_at", "refresh_wanted_at"):
         row[column] = as_datetime(row[column])
     return row
 
@@ -232,7 +234,7 @@ def _status(cur: ViewCursor, rounds: list[Any]) -> None:
 
 _DUE = ("SELECT s.id AS customer_id FROM billing_seen s WHERE s.kind = ? AND NOT EXISTS"
         " (SELECT 1 FROM lago_customers c WHERE c.customer_id = s.id)"
-        " UNION SELECT customer_id FROM lago_customers WHERE refresh_wanted_at > refreshed_at AND refresh_wanted_at > ?"
+        " UNION SELECT customer_id FROM lago_customers WHERE refresh_wanted_at > synced_at AND refresh_wanted_at > ?"
         " LIMIT ?")
 
 
@@ -259,13 +261,13 @@ class BillingViewReader:
 
     def customers_changed_since(self, revision: int) -> list[dict[str, Any]]:
         """Rows changed after `revision`, oldest change first: customer_id, subscription, features,
-        wallet (decoded JSON: amounts and times as text), refreshed_at, revision."""
+        wallet (decoded JSON: amounts and times as text), synced_at, revision."""
         with self.store.reading() as cur:
-            rows = cur.execute("SELECT customer_id, subscription, features, wallet, refreshed_at, revision"
+            rows = cur.execute("SELECT customer_id, subscription, features, wallet, synced_at, revision"
                                " FROM lago_customers WHERE revision > ? ORDER BY revision", (revision,)).all()
         for row in rows:
             row.update(subscription=_json(row["subscription"]), features=_json(row["features"]),
-                       wallet=_json(row["wallet"]), refreshed_at=as_datetime(row["refreshed_at"]))
+                       wallet=_json(row["wallet"]), synced_at=as_datetime(row["synced_at"]))
         return rows
 
     def sync_status(self) -> dict[str, Any] | None:

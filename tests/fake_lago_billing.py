@@ -57,8 +57,8 @@ class Billing:
 
     def add_customer(self, external_id: str) -> dict[str, Any]:
         if external_id not in self.customers:
-            self.customers[external_id] = {"lago_id": str(uuid.uuid4()), "external_id": external_id, "name": external_id,
-                                           "currency": "USD", "created_at": now_iso()}
+            self.customers[external_id] = {"lago_id": str(uuid.uuid4()), "external_id": external_id,
+                                           "name": external_id, "currency": "USD", "created_at": now_iso()}
         return self.customers[external_id]
 
     def start_subscription(self, customer_id: str, external_id: str | None = None, plan_code: str = "pro",
@@ -83,7 +83,8 @@ class Billing:
         subscription.update(status="terminated", terminated_at=now_iso())
         return subscription
 
-    def set_entitlements(self, subscription_external_id: str, features: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    def set_entitlements(self, subscription_external_id: str,
+                         features: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         """`{"llm_access": {"models": "gpt-4o,claude"}}`: each feature with its privileges' values."""
         self.entitlements[subscription_external_id] = [
             {"code": code, "name": code.replace("_", " ").title(), "description": None, "overrides": {},

@@ -19,7 +19,7 @@ from moneta.domain.billing import (
 )
 from moneta.infrastructure.event_store import StoreLocation
 from moneta.infrastructure.lago_sync_schedule import BackgroundLagoSync
-from moneta.projections import billing
+from moneta.projections import billing as billing_view
 from tests.fake_lago_billing import Billing
 from tests.lago_side import API_KEY, Side, a_customer, lago, lago_settings  # noqa: F401 (lago: a fixture)
 from tests.ledger_world import World
@@ -60,7 +60,8 @@ async def test_a_sync_records_subscription_entitlements_and_wallet_and_the_direc
     assert billing.wallet.computed_at == datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
     assert report.started_at <= billing.synced_at <= report.at  # when this customer was read
     assert side.directory.last_sync_at == report.started_at and not side.directory.stale()
-    (succeeded,) = [e for e in side.events(sync_stream_id(report.at.date())) if isinstance(e, LagoSyncLog.SyncSucceeded)]
+    sync_log = side.events(sync_stream_id(report.at.date()))
+    (succeeded,) = [e for e in sync_log if isinstance(e, LagoSyncLog.SyncSucceeded)]
     assert (succeeded.scope, succeeded.customers, succeeded.changed, succeeded.skipped) == ("all", 1, 1, [])
 
 
@@ -322,13 +323,13 @@ async def test_the_billing_view_is_the_same_whatever_the_pages_and_a_page_costs_
     finally:
         await side.client.close()
 
-    counted = Counted(billing)
+    counted = Counted(billing_view)
     one_page = world.new_runner(world.store, name="billing-counted", views=[counted], page_size=10_000)
     one_page.create_tables()
     one_page.rebuild()
     assert max(counted.statements) <= 7 and len(counted.statements) == 1
     in_one_page = billing_tables(world)
-    one_by_one = world.new_runner(world.store, name="billing-one-by-one", views=[billing], page_size=1)
+    one_by_one = world.new_runner(world.store, name="billing-one-by-one", views=[billing_view], page_size=1)
     one_by_one.create_tables()
     one_by_one.rebuild()
     assert billing_tables(world) == in_one_page
