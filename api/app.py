@@ -87,6 +87,10 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(deployment_cooldown.router)
     app.include_router(management.router)
     app.include_router(askii_routes.router)
+    if container.lago_inbox is not None:
+        from moneta.api.routes import lago_webhooks
+
+        app.include_router(lago_webhooks.router)
     if container.views is not None:
         from moneta.api.routes import spend, spend_activity
         from moneta.projections.activity_queries import ActivityQueries

@@ -26,6 +26,7 @@ from moneta.application import abandonment
 from moneta.application.alert_delivery import AlertDelivery, BackgroundDelivery
 from moneta.application.askii import SYNC_INTERVAL_S as ASKII_SYNC_INTERVAL_S
 from moneta.application.askii import AskiiExchange, AskiiSync
+from moneta.application.billing_state import BillingDirectory, BillingDirectorySync
 from moneta.application.access_directory import Directory
 from moneta.application.access_sync import DirectorySync
 from moneta.application.authentication import Authenticator
@@ -34,7 +35,7 @@ from moneta.application.budget_store import BudgetStore
 from moneta.application.end_users import EndUsers
 from moneta.application.library_budgets import LibraryBudgets
 from moneta.application.management.context import Context
-from moneta.application.config import CacheSettings, Deployment, GatewayConfig
+from moneta.application.config import CacheSettings, Deployment, GatewayConfig, LagoSettings
 from moneta.application.gateway import Gateway
 from moneta.application.price_check import priced_only
 from moneta.application.ports import (
@@ -71,7 +72,10 @@ from moneta.projections.runner import ProjectionRunner
 from moneta.projections.view_store import ViewStore
 
 if TYPE_CHECKING:  # prometheus_client is imported only once the metrics are built (see call_metrics)
+    from moneta.application.lago_webhooks import LagoWebhookInbox
     from moneta.infrastructure.call_metrics import CallMetrics
+    from moneta.infrastructure.lago_sync_schedule import BackgroundLagoSync
+    from moneta.projections.billing import BillingViewReader
 
 
 class Probe(Protocol):
@@ -119,6 +123,8 @@ class Container:
     budgets: Budgets = field(init=False)  # none enforced until `count_budgets` (a proxy worker)
     views: SpendQueries | None = None  # the read side's queries, in a proxy worker
     metrics: CallMetrics | None = None  # what `GET /metrics` shows, in a proxy worker
+    billing: BillingDirectory | None = None  # Lago's state in memory, in a proxy worker when Lago is configured
+    lago_inbox: LagoWebhookInbox | None = None  # `POST /lago/webhooks`, when Lago is configured
     background: list[Background] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)  # readiness checks beyond the ledger
     _closing: list[Callable[[], None]] = field(default_factory=list)
@@ -163,6 +169,24 @@ class Container:
         """The askii rates from the ledger: read now, then again about once a second beside the calls."""
         self.askii.load()
         self.background.append(AskiiSync(self.askii))
+    def follow_lago(self, view: BillingViewReader) -> None:
+        """When Lago is configured: its state from the billing view, loaded now and kept fresh in the
+        background, and the inbox of its webhooks."""
+        from moneta.application.lago_webhooks import LagoWebhookInbox
+        from moneta.infrastructure.lago_client import LagoBillingClient
+        from moneta.infrastructure.lago_signatures import LagoSignatures
+
+        lago = self.config.moneta.lago
+        if lago is None:
+            return
+        self.billing = BillingDirectory(lago.max_staleness_s, lago.on_unreachable)
+        sync = BillingDirectorySync(self.billing, view)
+        sync.load()
+        self.background.append(sync)
+        client = LagoBillingClient(lago)
+        self.lago_inbox = LagoWebhookInbox(lago, LagoSignatures(lago.webhook_hmac_key, client.webhook_public_key),
+                                           EventStoreReader(self.event_store), saver(self.event_store), self.billing)
+        self.background.append(_Closing(client.close))
 
     def gateway_for(self, deployment: Deployment) -> Gateway:
         """A gateway over one ad-hoc deployment (library calls that name `provider/model`), sharing
@@ -214,6 +238,18 @@ class _Closing:
 
     async def stop(self) -> None:
         await self._close()
+
+
+def saver(app: Application) -> Callable[..., bool]:
+    """Saves aggregates together, in one commit; False when a stream moved meanwhile (another
+    process wrote it), nothing saved then."""
+    def save(*aggregates: Aggregate) -> bool:
+        try:
+            app.save(*aggregates)
+        except IntegrityError:
+            return False
+        return True
+    return save
 
 
 def _in_process_limits() -> LimitStore:
@@ -302,6 +338,7 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
     from moneta.infrastructure.health_checks import background_health_checks
     from moneta.infrastructure.budget_stores import budget_store_for
     from moneta.infrastructure.limit_stores import limit_store_for
+    from moneta.projections.billing import BillingViewReader
     from moneta.projections.lag_metrics import ProjectionLag
 
     tiktoken_files.preload()
@@ -317,6 +354,7 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
     container.read_access_view(AccessViewReader(store))
     container.keep_askii_rates()
     container.access.spend_totals = container.views
+    container.follow_lago(BillingViewReader(store))
     spent = BudgetViewReader(store, container.reader.head, RUNNER_NAME)
     container.count_budgets(budget_store_for(config.redis_url, config.database_url, workers, spent))
     beat_s = abandonment.beat_interval_s(config.abandon_after_s)
@@ -342,14 +380,15 @@ def call_metrics(config: GatewayConfig, environ: Mapping[str, str]) -> CallMetri
 
 @dataclass
 class ReadSide:
-    """The projection runner over the ledger, with connections of its own, and the budget alerts'
-    deliverer when alerting is configured."""
+    """The projection runner over the ledger, with connections of its own, the budget alerts'
+    deliverer when alerting is configured, and the Lago sync when Lago is."""
 
     event_store: Application
     store: ViewStore
     runner: ProjectionRunner
     abandon_after_s: float
     alerts: BackgroundDelivery | None = None
+    lago: BackgroundLagoSync | None = None
 
     def close_abandoned(self) -> int:
         """Ends as Abandoned the calls of gateway processes that are gone; returns how many."""
@@ -366,6 +405,8 @@ class ReadSide:
     def close(self) -> None:
         if self.alerts is not None:
             self.alerts.stop()
+        if self.lago is not None:
+            self.lago.stop()
         self.runner.stop()
         self.store.close()
         self.event_store.close()
@@ -383,6 +424,8 @@ def build_read_side(config: GatewayConfig) -> ReadSide:
         read_side.alerts = BackgroundDelivery(AlertDelivery(
             config.alerting, AlertDeliveries(store), EventStoreReader(event_store), read_side.save_unless_moved,
             AiohttpWebhookSender()))
+    if config.moneta.lago is not None:
+        read_side.lago = lago_sync(config.moneta.lago, read_side)
     return read_side
 
 
@@ -402,6 +445,16 @@ def askii_exchange(config: GatewayConfig, *, writing: bool) -> Iterator[AskiiExc
         yield exchange
     finally:
         event_store.close()
+def lago_sync(settings: LagoSettings, read_side: ReadSide) -> BackgroundLagoSync:
+    """Reads Lago into the ledger on a schedule, from the read side."""
+    from moneta.application.lago_sync import LagoSync
+    from moneta.infrastructure.lago_client import LagoBillingClient
+    from moneta.infrastructure.lago_sync_schedule import BackgroundLagoSync
+    from moneta.projections.billing import BillingViewReader
+
+    sync = LagoSync(settings, LagoBillingClient(settings), BillingViewReader(read_side.store),
+                    EventStoreReader(read_side.event_store), saver(read_side.event_store))
+    return BackgroundLagoSync(sync, settings.sync_interval_s)
 
 
 def open_view_store(location: StoreLocation, check_connections: bool = True) -> ViewStore:

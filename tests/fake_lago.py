@@ -73,8 +73,8 @@ class FakeLago:
             self.faults.append(Fault(stall_s=seconds, path_prefix=path_prefix))
 
     def down(self) -> None:
-        """An outage: the port refuses connections until up()."""
-        asyncio.run_coroutine_threadsafe(self._site.stop(), self._loop).result(10)
+        """An outage: the port refuses connections until up(), and open (keep-alive) ones are dropped."""
+        asyncio.run_coroutine_threadsafe(self._stop_site(), self._loop).result(10)
 
     def up(self) -> None:
         asyncio.run_coroutine_threadsafe(self._start_site(self.port), self._loop).result(10)
@@ -102,6 +102,11 @@ class FakeLago:
         self._loop.run_until_complete(self._start_site(0))
         ready.set()
         self._loop.run_forever()
+
+    async def _stop_site(self) -> None:
+        await self._site.stop()
+        for connection in self._runner.server.connections:  # type: ignore[union-attr]
+            connection.force_close()
 
     async def _start_site(self, port: int) -> None:
         self._site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)

@@ -1,5 +1,6 @@
-"""LiteLLM's health routes: liveliness (the process answers) and readiness (its stores do, and
-the read side keeps up with the ledger). A check that does not answer in time counts as unreachable."""
+"""LiteLLM's health routes: liveliness (the process answers) and readiness (its stores do, the
+read side keeps up with the ledger, and, with Lago configured, Lago's state is fresh enough or
+`on_unreachable` allows calls anyway). A check that does not answer in time counts as unreachable."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from moneta.api.responses import json_response
+from moneta.application.billing_state import BillingDirectory
 from moneta.bootstrap import Container, Probe
 from moneta.projections.runner import DEFAULT_NAME
 from moneta.projections.status import read_status
@@ -43,15 +45,19 @@ async def readiness(request: Request) -> Response:
                                        _read_side_unknown("unreachable"))
     results = dict(zip(checks, await asyncio.gather(*checks.values())))
     read_side = results.get("read_side", {"status": "ok"})["status"]
+    lago = None if container.billing is None else _lago_status(container.billing)
     healthy = (results["db"] == "connected"
                and all(results[probe.field] == probe.label for probe in container.probes)
-               and read_side in ("ok", "lagging", "degraded"))
+               and read_side in ("ok", "lagging", "degraded")
+               and not (lago is not None and lago["stale"] and lago["on_unreachable"] == "deny"))
     # Degraded: serving, but some events are quarantined and missing from the views.
     overall = "unhealthy" if not healthy else "degraded" if read_side == "degraded" else "healthy"
     body = {"status": overall, **results, "rate_limits": container.rate_limits.store.mode,
             "budgets": {"store": container.budgets.store.mode,
                         "when_unverifiable": "admit" if container.budgets.settings.fail_open else "refuse"},
             "ledger": container.location.kind, "litellm_version": None, "moneta_version": request.app.version}
+    if lago is not None:
+        body["lago"] = lago
     return json_response(body, status_code=200 if healthy else 503)
 
 
@@ -97,6 +103,14 @@ def _read_side_status(app: Application, store: ViewStore) -> dict[str, Any]:
         state = "lagging" if status.lag_s > READ_SIDE_LAGGING_AFTER_S else "ok"
     return {"status": state, "lag_events": status.lag_events, "lag_s": round(status.lag_s, 3),
             "heartbeat_age_s": None if age is None else round(age, 3), "quarantined": status.quarantined}
+
+
+def _lago_status(billing: BillingDirectory) -> dict[str, Any]:
+    """Stale: no good sync from Lago within max_staleness_s; then on_unreachable decides the calls
+    (and, when it denies them, readiness is 503)."""
+    last = billing.last_sync_at
+    return {"last_sync_at": None if last is None else last.isoformat(), "stale": billing.stale(),
+            "on_unreachable": billing.on_unreachable}
 
 
 def _read_side_unknown(state: str) -> dict[str, Any]:
