@@ -16,6 +16,7 @@ from moneta.api.body import parse_json, read_body
 from moneta.application.authorization import model_for
 from moneta.application.gateway import Caller, Gateway
 from moneta.application.budget_check import BudgetRefused, Budgets
+from moneta.application.entitlement_check import Entitlement, Entitlements, NotEntitled, is_wallet, out_of_credit
 from moneta.application.rate_limit_check import LimitRefused, RateLimits, headers
 from moneta.domain.errors import GatewayError
 
@@ -79,8 +80,9 @@ async def checked(request: HTTPConnection, caller: Caller, call: dict[str, Any],
         seen["limits"] = decision.as_event()
         ends.append(rate_limits.settler(str(request_id), limits))
     try:
+        entitlement = await _entitle(container.entitlements, principal, caller, call["model"], seen)
         call, barred = await _reserve(container.budgets, principal, caller, call, request_id, call_type, seen, ends,
-                                      audio_bytes)
+                                      audio_bytes, entitlement)
     except GatewayError:
         if decision is not None:
             rate_limits.release(str(request_id), limits)
@@ -92,12 +94,28 @@ async def checked(request: HTTPConnection, caller: Caller, call: dict[str, Any],
                   barred_providers=barred), call
 
 
+async def _entitle(entitlements: Entitlements | None, principal: Any, caller: Caller, model: str,
+                   seen: dict[str, Any]) -> Entitlement | None:
+    """With Lago configured: the customer entitled to the call, and its wallet's budget line."""
+    if entitlements is None:
+        return None
+    try:
+        entitlement = await entitlements.check(principal, caller.end_user, caller.key_hash, model, datetime.now(UTC))
+    except NotEntitled as refused:
+        seen["entitlement"] = {**refused.facts, "entitled": False}
+        raise
+    seen["entitlement"] = {**entitlement.facts, "entitled": True}
+    return entitlement
+
+
 async def _reserve(budgets: Budgets, principal: Any, caller: Caller, call: dict[str, Any], request_id: uuid.UUID,
                    call_type: str, seen: dict[str, Any], ends: list[Callable[[Any], None]],
-                   audio_bytes: int) -> tuple[dict[str, Any], frozenset[str]]:
-    """The call as the budgets allow it, and the providers they bar it from."""
+                   audio_bytes: int, entitlement: Entitlement | None) -> tuple[dict[str, Any], frozenset[str]]:
+    """The call as the budgets (the customer's wallet among them) allow it, and the providers they bar it from."""
     now = datetime.now(UTC)
     lines = budgets.lines(principal, call["model"], caller.end_user, now)
+    if entitlement is not None and entitlement.wallet is not None:
+        lines = [*lines, entitlement.wallet]
     providers = budgets.provider_lines(call["model"], now)
     if not lines and not providers.lines:
         return call, frozenset()
@@ -105,6 +123,9 @@ async def _reserve(budgets: Budgets, principal: Any, caller: Caller, call: dict[
         reservation = await budgets.check_budget(str(request_id), lines, call_type, call, now, audio_bytes, providers)
     except BudgetRefused as refused:
         seen["budget"] = refused.decision.as_event()
+        headroom = refused.decision.refused
+        if entitlement is not None and headroom is not None and is_wallet(headroom.line.scope):
+            raise out_of_credit(entitlement, headroom) from None
         raise
     seen["budget"] = reservation.as_event()
     if reservation.lines:

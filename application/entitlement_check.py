@@ -17,9 +17,9 @@ from typing import Any, Callable, Protocol
 
 from moneta.application.config import LagoSettings
 from moneta.application.principal import Principal
-from moneta.domain.budgets import BudgetLine, to_nanos
+from moneta.domain.budgets import BudgetLine, Headroom, from_nanos, to_nanos
 from moneta.domain.entitlement import judge, wallet_limit
-from moneta.domain.errors import EntitlementDeniedError, ServiceUnavailableError
+from moneta.domain.errors import EntitlementDeniedError, InsufficientQuotaError, ServiceUnavailableError
 
 WALLET_SCOPE = "wallet:"
 LIFETIME = "lifetime"
@@ -55,19 +55,22 @@ class Entitlements:
     askii: Callable[[Decimal, datetime], tuple[Decimal, Decimal]]  # usd, at -> (askii, rate)
     _baselines: dict[tuple[str, datetime], "asyncio.Future[Decimal]"] = field(default_factory=dict)
 
-    def customer_for(self, principal: Principal | None, end_user: str) -> str:
+    def customer_for(self, principal: Principal | None, end_user: str, key_hash: str) -> str:
+        """The Lago customer (`external_customer_id`) a call bills, as `customer_id_from` says."""
         source = self.settings.customer_id_from
         if source == "customer":
             return end_user
+        if source == "key":
+            return key_hash
         if principal is None:
             return ""
-        return {"team": principal.team_id, "user": principal.user_id, "key": principal.key_id}[source] or ""
+        return (principal.team_id if source == "team" else principal.user_id) or ""
 
-    async def check(self, principal: Principal | None, end_user: str, model_group: str,
+    async def check(self, principal: Principal | None, end_user: str, key_hash: str, model_group: str,
                     now: datetime) -> Entitlement:
         """EntitlementDeniedError (403) when not entitled; ServiceUnavailableError (503) when the
         billing state is too old and `on_unreachable` is deny."""
-        customer = self.customer_for(principal, end_user)
+        customer = self.customer_for(principal, end_user, key_hash)
         stale = self.billing.stale(now)
         if stale and self.settings.on_unreachable == "deny":
             raise ServiceUnavailableError(
@@ -108,6 +111,19 @@ class Entitlements:
 
 def is_wallet(scope: str) -> bool:
     return scope.startswith(WALLET_SCOPE)
+
+
+def out_of_credit(entitlement: Entitlement, refused: Headroom) -> InsufficientQuotaError:
+    """The 429 of a wallet that cannot cover the call, with the numbers that decided it."""
+    wallet = entitlement.facts["wallet"]
+    since = from_nanos(refused.spent) - Decimal(wallet["charged_before_usd"])
+    left = from_nanos(refused.line.limit - refused.spent - refused.reserved)
+    return InsufficientQuotaError(
+        f"You exceeded your current quota: the prepaid wallet of customer {entitlement.customer!r} held"
+        f" {wallet['balance_usd']} USD ({wallet['balance_askii']} askii) when Lago computed it at"
+        f" {wallet['computed_at']}; {since.normalize()} USD was charged since and"
+        f" {from_nanos(refused.reserved).normalize()} USD is held by calls in flight, which leaves"
+        f" {max(left, Decimal(0)).normalize()} USD: not enough for this call.")
 
 
 class NotEntitled(EntitlementDeniedError):

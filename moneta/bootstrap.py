@@ -32,6 +32,7 @@ from moneta.application.access_sync import DirectorySync
 from moneta.application.authentication import Authenticator
 from moneta.application.budget_check import BudgetSettings, Budgets
 from moneta.application.budget_store import BudgetStore
+from moneta.application.entitlement_check import Entitlements, WalletSpend
 from moneta.application.end_users import EndUsers
 from moneta.application.library_budgets import LibraryBudgets
 from moneta.application.management.context import Context
@@ -125,6 +126,7 @@ class Container:
     metrics: CallMetrics | None = None  # what `GET /metrics` shows, in a proxy worker
     billing: BillingDirectory | None = None  # Lago's state in memory, in a proxy worker when Lago is configured
     lago_inbox: LagoWebhookInbox | None = None  # `POST /lago/webhooks`, when Lago is configured
+    entitlements: Entitlements | None = None  # the entitlement step of admission, when Lago is configured
     background: list[Background] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)  # readiness checks beyond the ledger
     _closing: list[Callable[[], None]] = field(default_factory=list)
@@ -169,9 +171,9 @@ class Container:
         """The askii rates from the ledger: read now, then again about once a second beside the calls."""
         self.askii.load()
         self.background.append(AskiiSync(self.askii))
-    def follow_lago(self, view: BillingViewReader) -> None:
+    def follow_lago(self, view: BillingViewReader, wallet_spend: WalletSpend) -> None:
         """When Lago is configured: its state from the billing view, loaded now and kept fresh in the
-        background, and the inbox of its webhooks."""
+        background, the entitlement check on it, and the inbox of its webhooks."""
         from moneta.application.lago_webhooks import LagoWebhookInbox
         from moneta.infrastructure.lago_client import LagoBillingClient
         from moneta.infrastructure.lago_signatures import LagoSignatures
@@ -183,6 +185,7 @@ class Container:
         sync = BillingDirectorySync(self.billing, view)
         sync.load()
         self.background.append(sync)
+        self.entitlements = Entitlements(lago, self.billing, wallet_spend, self.askii.settle)
         client = LagoBillingClient(lago)
         self.lago_inbox = LagoWebhookInbox(lago, LagoSignatures(lago.webhook_hmac_key, client.webhook_public_key),
                                            EventStoreReader(self.event_store), saver(self.event_store), self.billing)
@@ -354,8 +357,8 @@ def build_proxy(config: GatewayConfig, environ: Mapping[str, str]) -> Container:
     container.read_access_view(AccessViewReader(store))
     container.keep_askii_rates()
     container.access.spend_totals = container.views
-    container.follow_lago(BillingViewReader(store))
     spent = BudgetViewReader(store, container.reader.head, RUNNER_NAME)
+    container.follow_lago(BillingViewReader(store), spent)
     container.count_budgets(budget_store_for(config.redis_url, config.database_url, workers, spent))
     beat_s = abandonment.beat_interval_s(config.abandon_after_s)
     container.background.append(InstanceHeartbeat(store, container.instance, beat_s))

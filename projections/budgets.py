@@ -6,16 +6,20 @@ the budgets of providers (`provider:<name>`): of those, only the one of the prov
 names (a Completed or Interrupted) is charged, since the call reserved on every provider it might
 have been served by. A
 spend that crosses a budget's soft limit, or its limit, files an alert in `budget_alerts` once per
-budget, period and kind: the alert outbox, which the read side delivers.
+budget, period and kind: the alert outbox, which the read side delivers. A customer's Lago wallet
+(`wallet:<customer>`) is charged over its lifetime and, in `budget_wallet_spend`, by the minute its
+calls were admitted in (what the entitlement check subtracts from Lago's balance).
 
-A page costs at most six statements: the pending calls its outcomes end, the spend rows they
-touch, one upsert of those rows, one insert and one delete of pending calls, and one insert of
-the alerts crossed (one, the first, when no call in it has a budget).
+A page costs at most eight statements: the pending calls its outcomes end, the spend rows they
+touch, one upsert of those rows, one insert and one delete of pending calls, one insert of the
+alerts crossed, and a read and an upsert of the wallets' minutes (one, the first, when no call in
+it has a budget).
 """
 from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Callable, Sequence
 
@@ -26,8 +30,14 @@ from moneta.projections.page import Page
 from moneta.projections.view_store import ViewCursor, ViewStore, as_decimal, upsert_sql
 
 LIFETIME = "lifetime"
-TABLES = ("budget_spend", "budget_pending", "budget_alerts")
+TABLES = ("budget_spend", "budget_pending", "budget_alerts", "budget_wallet_spend")
 DDL = (
+    """CREATE TABLE IF NOT EXISTS budget_wallet_spend (
+        scope TEXT NOT NULL,
+        minute TEXT NOT NULL,
+        spend {money} NOT NULL,
+        PRIMARY KEY (scope, minute)
+    )""",
     """CREATE TABLE IF NOT EXISTS budget_spend (
         scope TEXT NOT NULL,
         period TEXT NOT NULL,
@@ -56,6 +66,9 @@ DDL = (
 _ENDINGS = (RequestRecord.Completed, RequestRecord.CacheHit, RequestRecord.Failed, RequestRecord.Abandoned)
 EVENT_TYPES = (RequestRecord.Admitted, RequestRecord.Interrupted, *_ENDINGS)
 _UPSERT = upsert_sql("budget_spend", ("scope", "period", "spend", "calls"), key=("scope", "period"))
+_UPSERT_WALLET = upsert_sql("budget_wallet_spend", ("scope", "minute", "spend"), key=("scope", "minute"))
+WALLET = "wallet:"
+_MINUTE = "%Y-%m-%dT%H:%M"
 _ALERT_COLUMNS = ("alert_id", "scope", "period", "kind", "threshold", "spend", "budget_limit", "resets_at",
                   "request_id", "crossed_at")
 _ALERT = (f"INSERT INTO budget_alerts ({', '.join(_ALERT_COLUMNS)}) VALUES ({', '.join('?' for _ in _ALERT_COLUMNS)})"
@@ -63,7 +76,7 @@ _ALERT = (f"INSERT INTO budget_alerts ({', '.join(_ALERT_COLUMNS)}) VALUES ({', 
 
 
 def apply_page(cur: ViewCursor, page: Page) -> None:
-    opened = {page.stream_id(e): e.decision["budget"]["scopes"] for e in page.events
+    opened = {page.stream_id(e): _with_minute(e.decision["budget"]["scopes"], e.timestamp) for e in page.events
               if isinstance(e, RequestRecord.Admitted) and (e.decision or {}).get("budget")}
     ended = [e for e in page.events if isinstance(e, _ENDINGS)]
     if not opened and not ended:
@@ -105,11 +118,40 @@ def _charge(cur: ViewCursor, pending: dict[str, list[dict[str, Any]]], charges: 
             for period in {scope["period"], LIFETIME}:
                 row = rows[scope["scope"], period]
                 before, row["spend"], row["calls"] = row["spend"], row["spend"] + cost, row["calls"] + 1
-                if period == scope["period"]:
+                if period == scope["period"] and not scope["scope"].startswith(WALLET):  # Lago alerts on wallets
                     alerts += _crossed(scope, before, row["spend"], request_id, event.timestamp)
     cur.executemany(_UPSERT, [[r["scope"], r["period"], r["spend"], r["calls"]] for r in rows.values()])
     if alerts:
         cur.executemany(_ALERT, alerts)
+    _charge_wallets(cur, charged)
+
+
+def _with_minute(scopes: list[dict[str, Any]], admitted_at: datetime) -> list[dict[str, Any]]:
+    """A wallet's scope remembers the minute its call was admitted in: the entitlement check asks what
+    a wallet was charged for calls admitted before Lago computed its balance."""
+    if not any(scope["scope"].startswith(WALLET) for scope in scopes):
+        return scopes
+    minute = admitted_at.astimezone(UTC).strftime(_MINUTE)
+    return [{**scope, "minute": minute} if scope["scope"].startswith(WALLET) else scope for scope in scopes]
+
+
+def _charge_wallets(cur: ViewCursor, charged: list[tuple[str, Any, list[dict[str, Any]]]]) -> None:
+    """Two statements, when the page charges a wallet at all."""
+    costs: dict[tuple[str, str], Decimal] = {}
+    for _, event, scopes in charged:
+        cost = event.cost if isinstance(event, (RequestRecord.Completed, RequestRecord.CacheHit)) else Decimal(0)
+        for scope in scopes:
+            if scope.get("minute"):
+                key = (scope["scope"], scope["minute"])
+                costs[key] = costs.get(key, Decimal(0)) + cost
+    if not costs:
+        return
+    found = cur.execute(f"SELECT scope, minute, spend FROM budget_wallet_spend WHERE {cur.any_of('scope')}"
+                        " AND minute >= ?", (sorted({scope for scope, _ in costs}), min(m for _, m in costs))).all()
+    for row in found:
+        if (row["scope"], row["minute"]) in costs:
+            costs[row["scope"], row["minute"]] += as_decimal(row["spend"])
+    cur.executemany(_UPSERT_WALLET, [[scope, minute, spend] for (scope, minute), spend in costs.items()])
 
 
 def _charged(scopes: list[dict[str, Any]], event: Any) -> list[dict[str, Any]]:
@@ -169,6 +211,15 @@ class BudgetViewReader:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the budget view is {head - position} events behind the ledger")
             time.sleep(0.02)
+
+    def spent_before(self, scope: str, moment: datetime) -> Decimal:
+        """What the wallet scope was charged for calls admitted in the minutes before `moment`'s (a call
+        admitted in its minute counts as after it), once the view has caught up."""
+        self._wait_caught_up()
+        with self.store.reading() as cur:
+            row = cur.execute("SELECT SUM(spend) AS spend FROM budget_wallet_spend WHERE scope = ? AND minute < ?",
+                              (scope, moment.astimezone(UTC).strftime(_MINUTE))).one()
+        return as_decimal(row["spend"]) if row and row["spend"] is not None else Decimal(0)
 
     def spend(self, scope: str, period: str) -> Decimal:
         """What the view holds for one budget and period (for the info routes)."""
