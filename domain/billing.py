@@ -22,6 +22,7 @@ from eventsourcing.domain import Aggregate
 
 _NAMESPACE = UUID("3c1f5a0e-8d2b-4f6a-b7e1-6d6f6e657461")
 SYNC = "sync"
+CUSTOMER_ID_FROM = ("customer", "team", "user", "key")
 SCOPE_ALL, SCOPE_DUE = "all", "due"  # every customer seen, or those never synced or asking for a refresh
 SUBSCRIPTION_FIELDS = ("external_id", "lago_id", "plan_code", "status", "name", "started_at", "subscription_at",
                        "ending_at", "terminated_at", "canceled_at")
@@ -38,6 +39,15 @@ PLAN_REFRESH_TYPES = ("plan.updated",)  # a plan's entitlements changed: its sub
 # A webhook of these types about a customer asks for that customer to be read again from Lago soon:
 # it tells part of the story (a transaction does not carry the new ongoing balance).
 REFRESHING_TYPES = (*SUBSCRIPTION_TYPES, *WALLET_TYPES, *TRANSACTION_TYPES)
+
+
+def customer_id_of(kind: str, *, end_user: str, principal: Mapping[str, str] | None, key_hash: str) -> str | None:
+    """The Lago customer (`external_customer_id`) a call names, as `customer_id_from` (`kind`) says:
+    its end user (`customer`), its key's team or user, or the key itself (its hash); None if none."""
+    principal = principal or {}
+    named = {"customer": end_user, "team": principal.get("team_id"), "user": principal.get("user_id"),
+             "key": key_hash}[kind]
+    return named or None
 
 
 def customer_stream_id(customer_id: str) -> UUID:

@@ -22,7 +22,8 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 from moneta.domain.billing import (
-    PLAN_REFRESH_TYPES, REFRESHING_TYPES, SCOPE_ALL, SCOPE_DUE, SYNC, LagoCustomer, LagoSyncLog, LagoWebhook,
+    CUSTOMER_ID_FROM, PLAN_REFRESH_TYPES, REFRESHING_TYPES, SCOPE_ALL, SCOPE_DUE, SYNC, LagoCustomer, LagoSyncLog,
+    LagoWebhook, customer_id_of,
 )
 from moneta.domain.request_record import RequestRecord
 from moneta.projections.page import Page
@@ -108,9 +109,8 @@ def _seen(calls: Iterable[Any]) -> list[tuple[str, str, datetime]]:
     """Each (kind, id) once per page, with the first call's time (the insert keeps an earlier one)."""
     found: dict[tuple[str, str], datetime] = {}
     for call in calls:
-        principal = call.principal or {}
-        for kind, name in (("customer", call.end_user), ("team", principal.get("team_id")),
-                           ("user", principal.get("user_id")), ("key", call.key_hash)):
+        for kind in CUSTOMER_ID_FROM:
+            name = customer_id_of(kind, end_user=call.end_user, principal=call.principal, key_hash=call.key_hash)
             if name:
                 found.setdefault((kind, name), call.timestamp)
     return [(kind, name, at) for (kind, name), at in found.items()]
