@@ -30,8 +30,9 @@ from moneta.application.budget_store import BudgetStore
 from moneta.application.end_users import EndUsers
 from moneta.application.library_budgets import LibraryBudgets
 from moneta.application.management.context import Context
-from moneta.application.config import CacheSettings, Deployment, GatewayConfig
+from moneta.application.config import CacheSettings, Deployment, GatewayConfig, LagoSettings
 from moneta.application.gateway import Gateway
+from moneta.application.lago_delivery import DeliveryPolicy, LagoBackground, LagoDelivery
 from moneta.application.price_check import priced_only
 from moneta.application.ports import (
     CooldownStore,
@@ -44,6 +45,7 @@ from moneta.application.ports import (
     UsageMeter,
 )
 from moneta.application.rate_limit_check import RateLimits
+from moneta.application.reconciliation import Reconciliation
 from moneta.application.response_cache import ResponseCache
 from moneta.application.rate_limits import LimitStore
 from moneta.application.routing import DeploymentRouter, HealthJournal
@@ -60,6 +62,7 @@ from moneta.projections.budgets import BudgetViewReader
 from moneta.projections.end_user_spend import EndUserSpend
 from moneta.projections.in_flight import InFlightQueries
 from moneta.projections.instances import InstanceHeartbeat
+from moneta.projections.lago_deliveries import LagoOutbox
 from moneta.projections.queries import SpendQueries
 from moneta.projections.runner import DEFAULT_NAME as RUNNER_NAME
 from moneta.projections.runner import ProjectionRunner
@@ -327,14 +330,15 @@ def call_metrics(config: GatewayConfig, environ: Mapping[str, str]) -> CallMetri
 
 @dataclass
 class ReadSide:
-    """The projection runner over the ledger, with connections of its own, and the budget alerts'
-    deliverer when alerting is configured."""
+    """The projection runner over the ledger, with connections of its own, the budget alerts'
+    deliverer when alerting is configured, and Lago's usage deliverer when Lago is."""
 
     event_store: Application
     store: ViewStore
     runner: ProjectionRunner
     abandon_after_s: float
     alerts: BackgroundDelivery | None = None
+    lago: LagoBackground | None = None
 
     def close_abandoned(self) -> int:
         """Ends as Abandoned the calls of gateway processes that are gone; returns how many."""
@@ -348,7 +352,26 @@ class ReadSide:
             return False
         return True
 
+    def save_all_unless_moved(self, aggregates: Sequence[Aggregate]) -> set[uuid.UUID]:
+        """Saves the aggregates in one commit; when one moved meanwhile, each on its own. Returns
+        the ids of those saved."""
+        pending = [(aggregate.id, aggregate.collect_events()) for aggregate in aggregates]
+        try:
+            self.event_store.save(*(event for _, events in pending for event in events))
+            return {aggregate_id for aggregate_id, _ in pending}
+        except IntegrityError:
+            saved = set()
+            for aggregate_id, events in pending:
+                try:
+                    self.event_store.save(*events)
+                except IntegrityError:
+                    continue
+                saved.add(aggregate_id)
+            return saved
+
     def close(self) -> None:
+        if self.lago is not None:
+            self.lago.stop()
         if self.alerts is not None:
             self.alerts.stop()
         self.runner.stop()
@@ -368,7 +391,27 @@ def build_read_side(config: GatewayConfig) -> ReadSide:
         read_side.alerts = BackgroundDelivery(AlertDelivery(
             config.alerting, AlertDeliveries(store), EventStoreReader(event_store), read_side.save_unless_moved,
             AiohttpWebhookSender()))
+    if config.moneta.lago is not None:
+        read_side.lago = LagoBackground(lago_delivery(read_side, config.moneta.lago))
     return read_side
+
+
+def lago_delivery(read_side: ReadSide, settings: LagoSettings,
+                  policy: DeliveryPolicy = DeliveryPolicy()) -> LagoDelivery:
+    """Usage delivery from the read side's outbox to Lago (see application/lago_delivery.py)."""
+    from moneta.infrastructure.lago_events_http import HttpLagoEvents
+
+    return LagoDelivery(settings.billable_metric_code, LagoOutbox(read_side.store),
+                        EventStoreReader(read_side.event_store), read_side.save_all_unless_moved,
+                        HttpLagoEvents(settings, policy.timeout_s), policy)
+
+
+def lago_reconciliation(settings: LagoSettings, store: ViewStore, event_store: Application) -> Reconciliation:
+    """The ledger's billed calls (from the outbox view) against Lago's events; close its `lago`."""
+    from moneta.infrastructure.lago_events_http import HttpLagoEvents
+
+    return Reconciliation(LagoOutbox(store), EventStoreReader(event_store), HttpLagoEvents(settings),
+                          settings.billable_metric_code)
 
 
 def open_view_store(location: StoreLocation, check_connections: bool = True) -> ViewStore:
