@@ -85,11 +85,16 @@ class LagoDelivery:
         self.paused_until = datetime.min.replace(tzinfo=UTC)  # Lago's Retry-After: nothing is sent before
 
     async def deliver_due(self) -> int:
-        """One batch of the calls due; returns how many were sent."""
+        """One batch of the calls due; returns how many were sent. Due calls the ledger says are
+        settled (the schedule was rebuilt or lost) are only mirrored, and the next ones taken."""
         now = self.clock()
         if now < self.paused_until:
             return 0
-        return await self._deliver(self.outbox.due(now, self.policy.batch_size), now)
+        while True:
+            calls = self.outbox.due(now, self.policy.batch_size)
+            sent = await self._deliver(calls, now)
+            if sent or len(calls) < self.policy.batch_size:
+                return sent
 
     async def deliver_now(self, request_ids: Sequence[str]) -> int:
         """Sends these calls now (those not settled), in batches; returns how many were sent."""

@@ -140,6 +140,12 @@ class Reconciliation:
         return replace(row, status=PENDING_ROW, detail="not sent yet")
 
 
+def moment(text: str) -> datetime:
+    """An ISO 8601 time (`2026-05-20`, `2026-05-20T14:03:00Z`, ...); one without a zone is UTC."""
+    parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def _at_lago_scale(cents: Any) -> Decimal | None:
     if cents is None:
         return None
@@ -150,10 +156,7 @@ def _at_lago_scale(cents: Any) -> Decimal | None:
 
 
 def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return moment(value) if isinstance(value, str) else None
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
