@@ -31,8 +31,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "lago", help="compare every call billed through Lago in [--from, --to) with Lago's events; exits 0 only"
                      " with no unexplained difference (missing, unknown, amount differs)")
     with_lago.add_argument("--config")
-    with_lago.add_argument("--from", dest="start", required=True, help="ISO 8601 time (UTC unless it names a zone)")
-    with_lago.add_argument("--to", dest="end", required=True, help="ISO 8601 time, excluded")
+    with_lago.add_argument("--from", dest="start", metavar="T1", required=True,
+                           help="ISO 8601 time (UTC unless it names a zone)")
+    with_lago.add_argument("--to", dest="end", metavar="T2", required=True, help="ISO 8601 time, excluded")
     with_lago.add_argument("--repair", action="store_true", help="send the calls missing in Lago again, then"
                                                                   " reconcile again")
     with_lago.add_argument("--json", action="store_true", help="the report as GET /moneta/reconcile gives it")
@@ -72,9 +73,11 @@ def cmd_reconcile_lago(args: argparse.Namespace) -> None:
         print(json.dumps({**final.as_json(with_equal=args.all), **({"repaired": repaired} if args.repair else {})}))
     else:
         print(table(report, args.all))
-        if args.repair:
+        if args.repair and after is None:
+            print("\nrepair: no call is missing in Lago")
+        elif args.repair:
             print(f"\nrepair: {len(repaired)} call(s) missing in Lago sent again\n")
-            print(table(final, args.all))
+            print(table(after, args.all))
     sys.exit(1 if final.unexplained else 0)
 
 

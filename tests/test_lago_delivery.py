@@ -336,6 +336,7 @@ def test_a_kill_9_during_delivery_bills_every_call_exactly_once(postgres_url, la
         with LiveServer(config, tmp_path, env=env) as restarted:
             _wait(lambda: all(_status(world, r.id) == "delivered" for r in records), 90)
             _wait(lambda: _status(world, late.id) == "parked", 10)
+            assert httpx.get(restarted.base_url + "/moneta/lago/parked").status_code == 401  # the admin's only
             parked = httpx.get(restarted.base_url + "/moneta/lago/parked",
                                headers={"Authorization": "Bearer sk-master-lago"}).json()
             assert [(p["request_id"], p["reason"]) for p in parked["parked"]] == \

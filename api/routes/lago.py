@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from moneta.api.auth import require_admin
@@ -34,18 +34,15 @@ async def parked(request: Request) -> Response:
 
 
 @router.get("/moneta/reconcile")
-async def reconcile(request: Request, start: str = Query(alias="from"), end: str = Query(alias="to"),
-                    all_rows: bool = Query(False, alias="all")) -> Response:
+async def reconcile(request: Request) -> Response:
+    """`from` and `to`: ISO 8601 times (UTC unless they name a zone); `all=true` lists the equal calls too."""
     container: Container = request.app.state.container
     settings = _settings(container)
-    try:
-        span = moment(start), moment(end)
-    except ValueError:
-        raise BadRequestError("from and to must be ISO 8601 times", param="from", code="invalid_time") from None
-    if span[1] <= span[0]:
+    start, end = _time(request, "from"), _time(request, "to")
+    if end <= start:
         raise BadRequestError("the range is empty: `to` must come after `from`", param="to", code="invalid_range")
-    report = await run_in_threadpool(_reconcile, container, settings, *span)
-    return json_response(report.as_json(with_equal=all_rows))
+    report = await run_in_threadpool(_reconcile, container, settings, start, end)
+    return json_response(report.as_json(with_equal=request.query_params.get("all", "").lower() == "true"))
 
 
 def parked_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +50,14 @@ def parked_json(row: dict[str, Any]) -> dict[str, Any]:
     return {"request_id": call.request_id, "customer": call.customer, "subscription": call.subscription,
             "timestamp": call.completed_at.isoformat(), "precise_total_amount_cents": call.cents,
             "attempts": row["attempts"], "status": row["last_status"], "reason": row["last_error"]}
+
+
+def _time(request: Request, name: str) -> datetime:
+    try:
+        return moment(request.query_params[name])
+    except (KeyError, ValueError):
+        raise BadRequestError(f"`{name}` must be an ISO 8601 time (2026-05-20 or 2026-05-20T14:03:00Z)",
+                              param=name, code="invalid_time") from None
 
 
 def _settings(container: Container) -> LagoSettings:
