@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Callable, Iterable, Protocol, Sequence
+from uuid import UUID
 
 from moneta.application.lago_events import Answer, LagoEvents
 from moneta.application.ports import AggregateReader
@@ -65,11 +66,17 @@ class UsageOutbox(Protocol):
     def parked(self) -> list[dict[str, Any]]: ...
 
 
+class UsageStreams(AggregateReader, Protocol):
+    def get_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Any]:
+        """The aggregates among these that have events (in one read: a batch is a hundred calls)."""
+        ...
+
+
 SaveAll = Callable[[Sequence[LagoUsage]], set[Any]]  # the ids of the streams saved (not those that moved meanwhile)
 
 
 class LagoDelivery:
-    def __init__(self, code: str, outbox: UsageOutbox, reader: AggregateReader, save: SaveAll, lago: LagoEvents,
+    def __init__(self, code: str, outbox: UsageOutbox, reader: UsageStreams, save: SaveAll, lago: LagoEvents,
                  policy: DeliveryPolicy = DeliveryPolicy(), *,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  jitter: Callable[[], float] = random.random) -> None:
@@ -106,12 +113,9 @@ class LagoDelivery:
     def requeue(self, calls: Iterable[BilledCall], *, actor: str, reason: str, when: Sequence[str]) -> list[str]:
         """Appends Requeued to the calls whose stream is in one of the states `when`; they are due
         now. Returns their request ids."""
-        usages = []
-        for call in calls:
-            usage = self.reader.get(usage_stream_id(call.request_id))
-            if usage is not None and usage.status in when:
-                usage.requeue(actor=actor, reason=reason)
-                usages.append(usage)
+        usages = [usage for usage in self._streams(calls).values() if usage is not None and usage.status in when]
+        for usage in usages:
+            usage.requeue(actor=actor, reason=reason)
         return [usage.request_id for usage in self._commit(usages)]
 
     def requeue_parked(self, actor: str = "retry-parked") -> list[str]:
@@ -123,7 +127,7 @@ class LagoDelivery:
     async def _deliver(self, calls: Sequence[BilledCall], now: datetime) -> int:
         if not calls:
             return 0
-        usages = {call.request_id: self.reader.get(usage_stream_id(call.request_id)) for call in calls}
+        usages = self._streams(calls)
         settled = [usage for usage in usages.values() if usage is not None and usage.is_settled]
         self.outbox.record([self._state(usage) for usage in settled])  # the schedule had not caught up
         open_calls = [call for call in calls if call.request_id not in {u.request_id for u in settled}]
@@ -185,7 +189,7 @@ class LagoDelivery:
         spread = 0.5 + self.jitter() / 2  # one draw per request: a batch retries together
         usages = list(usages)
         for usage in usages:
-            delay = min(self.policy.max_backoff_s, self.policy.backoff_s * 2 ** usage.attempts) * spread
+            delay = min(self.policy.max_backoff_s, self.policy.backoff_s * 2 ** min(usage.attempts, 32)) * spread
             retry_at = max(now + timedelta(seconds=delay), self.paused_until)
             usage.failed(status=answer.status, reason=answer.reason(), retry_at=retry_at)
         log.warning("Lago did not take %d usage event(s) (%s): retrying", len(usages), answer.reason())
@@ -198,9 +202,15 @@ class LagoDelivery:
             return []
         saved = self.save(usages)
         kept = [usage for usage in usages if usage.id in saved]
-        moved = [self.reader.get(usage.id) for usage in usages if usage.id not in saved]
-        self.outbox.record([self._state(usage) for usage in (*kept, *(u for u in moved if u is not None))])
+        moved = self.reader.get_many([usage.id for usage in usages if usage.id not in saved])
+        self.outbox.record([self._state(usage) for usage in (*kept, *moved.values())])
         return kept
+
+    def _streams(self, calls: Iterable[BilledCall]) -> dict[str, LagoUsage | None]:
+        """Each call's LagoUsage stream, None for a call never attempted."""
+        ids = {call.request_id: usage_stream_id(call.request_id) for call in calls}
+        found = self.reader.get_many(list(ids.values()))
+        return {request_id: found.get(stream_id) for request_id, stream_id in ids.items()}
 
     def _state(self, usage: LagoUsage) -> dict[str, Any]:
         due = {RETRYING: usage.retry_at, PENDING: self.clock()}.get(usage.status)

@@ -400,9 +400,10 @@ def lago_delivery(read_side: ReadSide, settings: LagoSettings,
                   policy: DeliveryPolicy = DeliveryPolicy()) -> LagoDelivery:
     """Usage delivery from the read side's outbox to Lago (see application/lago_delivery.py)."""
     from moneta.infrastructure.lago_events_http import HttpLagoEvents
+    from moneta.infrastructure.stream_batch_reader import StreamBatchReader
 
     return LagoDelivery(settings.billable_metric_code, LagoOutbox(read_side.store),
-                        EventStoreReader(read_side.event_store), read_side.save_all_unless_moved,
+                        StreamBatchReader(read_side.event_store), read_side.save_all_unless_moved,
                         HttpLagoEvents(settings, policy.timeout_s), policy)
 
 

@@ -82,6 +82,10 @@ class Events:
             return [e.as_object() for e in self._events
                     if subscription is None or e.external_subscription_id == subscription]
 
+    def transaction_ids(self) -> set[str]:
+        with self._lock:
+            return {e.transaction_id for e in self._events}
+
     def delete(self, transaction_id: str, subscription: str | None = None) -> None:
         """Loses an event on Lago's side (its transaction_id becomes free again)."""
         with self._lock:

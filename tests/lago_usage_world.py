@@ -15,6 +15,7 @@ from moneta.domain.lago_usage import LagoUsage, usage_stream_id
 from moneta.domain.request_record import RequestRecord
 from moneta.infrastructure.aggregate_reader import EventStoreReader
 from moneta.infrastructure.lago_events_http import HttpLagoEvents
+from moneta.infrastructure.stream_batch_reader import StreamBatchReader
 from moneta.projections.lago_deliveries import LagoOutbox
 from tests import fake_lago_events
 from tests.fake_lago import FakeLago
@@ -79,7 +80,7 @@ def bill(world: World, count: int, *, subscription: str = "sub_1", cost: Decimal
 def deliverer(world: World, fake: FakeLago, clock: Clock | None = None, **policy: Any) -> LagoDelivery:
     read_side = ReadSide(world.app, world.store, world.runner, 30.0)
     chosen = DeliveryPolicy(**{"timeout_s": 2.0, **policy})
-    return LagoDelivery(CODE, LagoOutbox(world.store), EventStoreReader(world.app), read_side.save_all_unless_moved,
+    return LagoDelivery(CODE, LagoOutbox(world.store), StreamBatchReader(world.app), read_side.save_all_unless_moved,
                         HttpLagoEvents(settings(fake), chosen.timeout_s), chosen,
                         clock=clock or (lambda: datetime.now(UTC)), jitter=lambda: 1.0)
 

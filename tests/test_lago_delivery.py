@@ -85,6 +85,33 @@ def test_a_settled_usage_stream_is_sent_again_only_when_requeued():
     assert (usage_stream.status, usage_stream.attempts) == ("delivered", 3)
 
 
+# -- the outbox view ------------------------------------------------------------------------------
+
+def test_a_page_of_1_or_200_billed_calls_costs_the_outbox_the_same_statements(sqlite_world):
+    from moneta.projections import lago_outbox
+    from tests.test_projection_pages import Counted
+
+    view = Counted(lago_outbox)
+    runner = sqlite_world.new_runner(sqlite_world.store, name="counted", views=[view], page_size=1000)
+    runner.create_tables()
+    for size in (1, 200):
+        earlier = [admit("sub_1") for _ in range(size)]
+        sqlite_world.app.save(*earlier)
+        runner.catch_up()  # admissions only: their pending rows
+        for record in earlier:
+            settle(record, Decimal("0.001"))
+        failed = admit("sub_1")
+        failed.fail(status_code=503, error_type="ServiceUnavailableError", reason="down")
+        sqlite_world.app.save(*earlier, *(settle(admit("sub_1"), Decimal("0.002")) for _ in range(size)),
+                              *(admit("sub_2") for _ in range(size)), settle(admit(None), Decimal("0.1")), failed)
+        runner.catch_up()  # outcomes of earlier pages, whole calls, new admissions, a call not billed, a failure
+    assert view.statements == [1, 5, 1, 5]
+    with sqlite_world.store.reading() as cur:
+        assert cur.execute("SELECT COUNT(*) AS n FROM lago_outbox").one()["n"] == 402
+        assert cur.execute("SELECT COUNT(*) AS n FROM lago_deliveries").one()["n"] == 402
+        assert cur.execute("SELECT COUNT(*) AS n FROM lago_pending").one()["n"] == 201
+
+
 # -- delivery -----------------------------------------------------------------------------------
 
 async def test_billed_calls_reach_lago_in_batches_of_100_with_the_exact_body(world, lago):
