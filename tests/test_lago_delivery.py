@@ -247,6 +247,19 @@ def _wait(condition, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
+async def test_two_deliverers_at_once_never_send_the_same_call(world, lago):
+    fake, events = lago
+    records = bill(world, 150)
+    events.answer_late(0.5, count=2)  # both are in flight together
+    first, second = deliverer(world, fake), deliverer(world, fake)
+    assert sorted(await asyncio.gather(first.deliver_due(), second.deliver_due())) == [50, 100]
+    await first.lago.close()
+    await second.lago.close()
+    sent = [event["transaction_id"] for seen in posts(fake) for event in seen.body["events"]]
+    assert sorted(sent) == sorted(str(r.id) for r in records)  # each once: the other's claim held it
+    assert all(outcomes(world, r.id) == [Delivered] for r in records)
+
+
 # -- refusals -----------------------------------------------------------------------------------
 
 def _send_directly(fake: FakeLago, event: dict) -> None:
