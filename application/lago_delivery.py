@@ -128,9 +128,9 @@ class LagoDelivery:
         if not calls:
             return 0
         usages = self._streams(calls)
-        settled = [usage for usage in usages.values() if usage is not None and usage.is_settled]
-        self.outbox.record([self._state(usage) for usage in settled])  # the schedule had not caught up
-        open_calls = [call for call in calls if call.request_id not in {u.request_id for u in settled}]
+        settled = {rid: usage for rid, usage in usages.items() if usage is not None and usage.is_settled}
+        self.outbox.record([self._state(usage) for usage in settled.values()])  # the schedule had not caught up
+        open_calls = [call for call in calls if call.request_id not in settled]
         claimed = self.outbox.claim([c.request_id for c in open_calls], self.holder, now, self._claim_end(now))
         batch = [call for call in open_calls if call.request_id in claimed]
         if not batch:
