@@ -5,9 +5,9 @@ rebuild that sends nothing new, and a kill -9 of `moneta serve` in the middle of
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -17,11 +17,10 @@ import httpx
 import pytest
 
 from moneta.application.lago_delivery import LagoBackground
-from moneta.domain.lago_usage import LagoUsage, amount_cents, usage_event, BilledCall
-from moneta.domain.request_record import RequestRecord
+from moneta.domain.lago_usage import BilledCall, LagoUsage, amount_cents, usage_event
 from tests.fake_lago import FakeLago
 from tests.lago_usage_world import (
-    CODE, Clock, admit, bill, deliverer, drain, lago, outcomes, settings, settle, usage, usage_events,  # noqa: F401
+    CODE, Clock, admit, bill, deliverer, drain, lago, outcomes, settle, usage, usage_events,  # noqa: F401
 )
 from tests.ledger_world import TINY, World
 from tests.live_server import LiveServer
@@ -384,7 +383,7 @@ def test_a_kill_9_during_delivery_bills_every_call_exactly_once(postgres_url, la
             events.add_subscription("sub_later")
             retry = subprocess.run([sys.executable, "-m", "moneta.api.cli", "lago", "retry-parked", "--config",
                                     str(restarted.config_path)], capture_output=True, text=True, timeout=60,
-                                   env={**__import__("os").environ, **env})
+                                   env={**os.environ, **env})
             assert retry.returncode == 0 and retry.stdout.split() == [str(late.id)], retry.stderr
             _wait(lambda: _status(world, late.id) == "delivered", 20)
         assert held(events) == Counter({str(r.id): 1 for r in (*records, late)})
