@@ -92,12 +92,13 @@ def create_app(container: Container) -> FastAPI:
 
         app.include_router(lago_webhooks.router)
     if container.views is not None:
-        from moneta.api.routes import spend, spend_activity
+        from moneta.api.routes import lago, spend, spend_activity
         from moneta.projections.activity_queries import ActivityQueries
 
         app.state.activity = ActivityQueries(container.views.store)
         app.include_router(spend.router)
         app.include_router(spend_activity.router)
+        app.include_router(lago.router)
     app.add_middleware(BodySizeLimit, max_bytes=container.config.max_request_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     if container.metrics is not None:

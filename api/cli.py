@@ -1,4 +1,5 @@
-"""The `moneta` command line: serve, migrate, config check, projections run | status | retry | rebuild."""
+"""The `moneta` command line: serve, migrate, config check, projections run | status | retry | rebuild,
+lago retry-parked, reconcile lago."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,7 @@ import psycopg
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from moneta.api import cli_askii
+from moneta.api import cli_lago
 from moneta.api.lifeline import PARENT_PID, die_with_parent
 from moneta.application.config import GatewayConfig
 from moneta.bootstrap import (CONFIG_ANNOUNCED, MULTIPROCESS_DIR, WORKERS, build_read_side, environment,
@@ -212,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     retry.add_argument("--config")
     retry.set_defaults(run=cmd_projections_retry)
     cli_askii.register(commands)
+
+    cli_lago.register(commands)
 
     args = parser.parse_args(argv)
     args.run(args)

@@ -1,7 +1,8 @@
 """`moneta projections run`: the projection runner in a process of its own beside the workers,
 and the sweeper that closes the calls of gateway processes that are gone (on start, then a few
 times per `general_settings.abandon_after_s`), and, when alerting is configured, the deliverer of
-budget alerts to webhooks, and, when Lago is configured, the Lago sync.
+budget alerts to webhooks, and, when Lago is configured, the Lago sync and the deliverer of usage
+to Lago.
 
 The runner lives outside the workers so its page work never competes with requests for a
 worker's GIL; the tracking-row lock keeps it exactly-once even if several run.
@@ -32,6 +33,8 @@ def run_until_stopped(config: GatewayConfig) -> None:
         read_side.alerts.start()
     if read_side.lago is not None:
         read_side.lago.start()
+    if read_side.lago_usage is not None:
+        read_side.lago_usage.start()
     log.info("read side running (pid %d)", os.getpid())
     try:
         while not stopping.is_set():

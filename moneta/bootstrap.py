@@ -38,6 +38,7 @@ from moneta.application.library_budgets import LibraryBudgets
 from moneta.application.management.context import Context
 from moneta.application.config import CacheSettings, Deployment, GatewayConfig, LagoSettings
 from moneta.application.gateway import Gateway
+from moneta.application.lago_delivery import DeliveryPolicy, LagoBackground, LagoDelivery
 from moneta.application.price_check import priced_only
 from moneta.application.ports import (
     CooldownStore,
@@ -50,6 +51,7 @@ from moneta.application.ports import (
     UsageMeter,
 )
 from moneta.application.rate_limit_check import RateLimits
+from moneta.application.reconciliation import Reconciliation
 from moneta.application.response_cache import ResponseCache
 from moneta.application.rate_limits import LimitStore
 from moneta.application.routing import DeploymentRouter, HealthJournal
@@ -67,6 +69,7 @@ from moneta.projections.budgets import BudgetViewReader
 from moneta.projections.end_user_spend import EndUserSpend
 from moneta.projections.in_flight import InFlightQueries
 from moneta.projections.instances import InstanceHeartbeat
+from moneta.projections.lago_deliveries import LagoOutbox
 from moneta.projections.queries import SpendQueries
 from moneta.projections.runner import DEFAULT_NAME as RUNNER_NAME
 from moneta.projections.runner import ProjectionRunner
@@ -384,7 +387,7 @@ def call_metrics(config: GatewayConfig, environ: Mapping[str, str]) -> CallMetri
 @dataclass
 class ReadSide:
     """The projection runner over the ledger, with connections of its own, the budget alerts'
-    deliverer when alerting is configured, and the Lago sync when Lago is."""
+    deliverer when alerting is configured, and the Lago sync and Lago's usage deliverer when Lago is."""
 
     event_store: Application
     store: ViewStore
@@ -392,6 +395,7 @@ class ReadSide:
     abandon_after_s: float
     alerts: BackgroundDelivery | None = None
     lago: BackgroundLagoSync | None = None
+    lago_usage: LagoBackground | None = None
 
     def close_abandoned(self) -> int:
         """Ends as Abandoned the calls of gateway processes that are gone; returns how many."""
@@ -405,7 +409,26 @@ class ReadSide:
             return False
         return True
 
+    def save_all_unless_moved(self, aggregates: Sequence[Aggregate]) -> set[uuid.UUID]:
+        """Saves the aggregates in one commit; when one moved meanwhile, each on its own. Returns
+        the ids of those saved."""
+        pending = [(aggregate.id, aggregate.collect_events()) for aggregate in aggregates]
+        try:
+            self.event_store.save(*(event for _, events in pending for event in events))
+            return {aggregate_id for aggregate_id, _ in pending}
+        except IntegrityError:
+            saved = set()
+            for aggregate_id, events in pending:
+                try:
+                    self.event_store.save(*events)
+                except IntegrityError:
+                    continue
+                saved.add(aggregate_id)
+            return saved
+
     def close(self) -> None:
+        if self.lago_usage is not None:
+            self.lago_usage.stop()
         if self.alerts is not None:
             self.alerts.stop()
         if self.lago is not None:
@@ -429,6 +452,7 @@ def build_read_side(config: GatewayConfig) -> ReadSide:
             AiohttpWebhookSender()))
     if config.moneta.lago is not None:
         read_side.lago = lago_sync(config.moneta.lago, read_side)
+        read_side.lago_usage = LagoBackground(lago_delivery(read_side, config.moneta.lago))
     return read_side
 
 
@@ -448,6 +472,8 @@ def askii_exchange(config: GatewayConfig, *, writing: bool) -> Iterator[AskiiExc
         yield exchange
     finally:
         event_store.close()
+
+
 def lago_sync(settings: LagoSettings, read_side: ReadSide) -> BackgroundLagoSync:
     """Reads Lago into the ledger on a schedule, from the read side."""
     from moneta.application.lago_sync import LagoSync
@@ -458,6 +484,25 @@ def lago_sync(settings: LagoSettings, read_side: ReadSide) -> BackgroundLagoSync
     sync = LagoSync(settings, LagoBillingClient(settings), BillingViewReader(read_side.store),
                     EventStoreReader(read_side.event_store), saver(read_side.event_store))
     return BackgroundLagoSync(sync, settings.sync_interval_s)
+
+
+def lago_delivery(read_side: ReadSide, settings: LagoSettings,
+                  policy: DeliveryPolicy = DeliveryPolicy()) -> LagoDelivery:
+    """Usage delivery from the read side's outbox to Lago (see application/lago_delivery.py)."""
+    from moneta.infrastructure.lago_events_http import HttpLagoEvents
+    from moneta.infrastructure.stream_batch_reader import StreamBatchReader
+
+    return LagoDelivery(settings.billable_metric_code, LagoOutbox(read_side.store),
+                        StreamBatchReader(read_side.event_store), read_side.save_all_unless_moved,
+                        HttpLagoEvents(settings, policy.timeout_s), policy)
+
+
+def lago_reconciliation(settings: LagoSettings, store: ViewStore, event_store: Application) -> Reconciliation:
+    """The ledger's billed calls (from the outbox view) against Lago's events; close its `lago`."""
+    from moneta.infrastructure.lago_events_http import HttpLagoEvents
+
+    return Reconciliation(LagoOutbox(store), EventStoreReader(event_store), HttpLagoEvents(settings),
+                          settings.billable_metric_code)
 
 
 def open_view_store(location: StoreLocation, check_connections: bool = True) -> ViewStore:

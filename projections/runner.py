@@ -27,8 +27,8 @@ from eventsourcing.application import Application
 from eventsourcing.utils import resolve_topic
 
 from moneta.projections import (
-    access, alert_deliveries, billing, budgets, daily_activity, deployment_health, in_flight, instances, quarantine,
-    spend_log, tracking, usage_report,
+    access, alert_deliveries, billing, budgets, daily_activity, deployment_health, in_flight, instances,
+    lago_deliveries, lago_outbox, quarantine, spend_log, tracking, usage_report,
 )
 from moneta.projections.page import Page
 from moneta.projections.view_store import ViewCursor, ViewStore
@@ -37,7 +37,7 @@ log = logging.getLogger("moneta.projections")
 
 DEFAULT_NAME = "spend"
 DEFAULT_VIEWS: tuple[ModuleType, ...] = (  # usage_report and daily_activity after spend_log
-    spend_log, usage_report, daily_activity, deployment_health, in_flight, access, budgets, billing)
+    spend_log, usage_report, daily_activity, deployment_health, in_flight, access, budgets, billing, lago_outbox)
 _SCHEMA_LOCK_ID = 0x6D6F6E657461 + 1  # next to the ledger's migrate lock
 _MIN_BACKOFF_S, _MAX_BACKOFF_S = 0.1, 10.0
 HEARTBEAT_INTERVAL_S = 1.0  # at most; an idle runner beats once a poll (a second by default, NOTIFY or not)
@@ -83,7 +83,7 @@ class ProjectionRunner:
             if self.store.dialect == "postgres":
                 cur.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_ID,))
             schema = (*tracking.DDL, *quarantine.DDL, *instances.DDL, *alert_deliveries.DDL,
-                      *(ddl for view in self.views for ddl in view.DDL))
+                      *lago_deliveries.DDL, *(ddl for view in self.views for ddl in view.DDL))
             for statement in schema:
                 cur.execute(self.store.ddl(statement))
             tracking.upgrade(cur)
