@@ -63,10 +63,12 @@ from moneta.projections.instances import InstanceHeartbeat
 from moneta.projections.queries import SpendQueries
 from moneta.projections.runner import DEFAULT_NAME as RUNNER_NAME
 from moneta.projections.runner import ProjectionRunner
+from moneta.projections import seals
 from moneta.projections.view_store import ViewStore
 
 if TYPE_CHECKING:  # prometheus_client is imported only once the metrics are built (see call_metrics)
     from moneta.infrastructure.call_metrics import CallMetrics
+    from moneta.infrastructure.ledger_scan import LedgerScan
 
 
 class Probe(Protocol):
@@ -131,11 +133,7 @@ class Container:
 
     def count_budgets(self, store: BudgetStore) -> None:
         """Enforces the budgets of keys, teams, users, ... and the config's, on `store`'s counters."""
-        budgets = self.config.budgets
-        self.budgets = self._budgets(store, BudgetSettings(
-            proxy_max_budget=budgets.proxy_max_budget, proxy_duration=budgets.proxy_duration,
-            zone=ZoneInfo(budgets.timezone) if budgets.timezone else None, fail_open=budgets.fail_open,
-            alert_share=budgets.alert_share, end_user_budget_id=budgets.end_user_budget_id))
+        self.budgets = self._budgets(store, budget_settings(self.config))
         self.background.append(_Closing(store.close))
 
     def _budgets(self, store: BudgetStore, settings: BudgetSettings) -> Budgets:
@@ -180,6 +178,14 @@ class Container:
             action()
         self.cooldowns.close()
         self.event_store.close()
+
+
+def budget_settings(config: GatewayConfig) -> BudgetSettings:
+    budgets = config.budgets
+    return BudgetSettings(
+        proxy_max_budget=budgets.proxy_max_budget, proxy_duration=budgets.proxy_duration,
+        zone=ZoneInfo(budgets.timezone) if budgets.timezone else None, fail_open=budgets.fail_open,
+        alert_share=budgets.alert_share, end_user_budget_id=budgets.end_user_budget_id)
 
 
 class _NothingSpent:
@@ -325,16 +331,25 @@ def call_metrics(config: GatewayConfig, environ: Mapping[str, str]) -> CallMetri
     return CallMetrics(GatewayMetrics(environ.get(MULTIPROCESS_DIR)), config.model_names())
 
 
+SEAL_PAGE_SIZE = 1000  # events per seal at most
+
+
 @dataclass
 class ReadSide:
-    """The projection runner over the ledger, with connections of its own, and the budget alerts'
-    deliverer when alerting is configured."""
+    """The projection runner over the ledger, with connections of its own, the runner that seals
+    the ledger into the audit chain, and the budget alerts' deliverer when alerting is configured."""
 
     event_store: Application
     store: ViewStore
     runner: ProjectionRunner
     abandon_after_s: float
     alerts: BackgroundDelivery | None = None
+    sealer: ProjectionRunner | None = None
+
+    def create_tables(self) -> None:
+        for runner in (self.runner, self.sealer):
+            if runner is not None:
+                runner.create_tables()
 
     def close_abandoned(self) -> int:
         """Ends as Abandoned the calls of gateway processes that are gone; returns how many."""
@@ -351,6 +366,8 @@ class ReadSide:
     def close(self) -> None:
         if self.alerts is not None:
             self.alerts.stop()
+        if self.sealer is not None:
+            self.sealer.stop()
         self.runner.stop()
         self.store.close()
         self.event_store.close()
@@ -361,7 +378,9 @@ def build_read_side(config: GatewayConfig) -> ReadSide:
     event_store = location.open()
     store = open_view_store(location, check_connections=False)  # the runner retries what fails
     runner = ProjectionRunner(event_store, store, listen_dsn=location.postgres_dsn)
-    read_side = ReadSide(event_store, store, runner, config.abandon_after_s)
+    read_side = ReadSide(event_store, store, runner, config.abandon_after_s, sealer=ProjectionRunner(
+        event_store, store, name=seals.NAME, views=(seals,), page_size=SEAL_PAGE_SIZE,
+        listen_dsn=location.postgres_dsn, skips_poison=False))
     if config.alerting:
         from moneta.infrastructure.webhook_sender import AiohttpWebhookSender
 
@@ -369,6 +388,33 @@ def build_read_side(config: GatewayConfig) -> ReadSide:
             config.alerting, AlertDeliveries(store), EventStoreReader(event_store), read_side.save_unless_moved,
             AiohttpWebhookSender()))
     return read_side
+
+
+@dataclass
+class AuditSide:
+    """What the audit commands read: the ledger (whole, a page at a time) and the seals of its chain."""
+
+    event_store: Application
+    store: ViewStore
+    scan: LedgerScan
+    budget_settings: BudgetSettings
+
+    def close(self) -> None:
+        self.store.close()
+        self.event_store.close()
+
+
+def build_audit(config: GatewayConfig) -> AuditSide:
+    location = StoreLocation.from_url(config.database_url)
+    event_store = location.open()
+    return AuditSide(event_store, open_view_store(location), ledger_scan(event_store, location),
+                     budget_settings(config))
+
+
+def ledger_scan(event_store: Application, location: StoreLocation) -> LedgerScan:
+    from moneta.infrastructure.ledger_scan import LedgerScan
+
+    return LedgerScan(event_store, location)  # type: ignore[arg-type]
 
 
 def open_view_store(location: StoreLocation, check_connections: bool = True) -> ViewStore:
