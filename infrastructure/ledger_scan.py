@@ -2,15 +2,19 @@
 
 `preimages` gives each stored event as the audit chain hashes it (see domain/audit_chain.py),
 read straight from the events table: on Postgres the encoding is built by the server and sent in
-binary through a server-side cursor, so the client only hashes (no per-event Python object
-besides the row). `events` gives the decoded events with their positions, for the audit queries.
+binary, ranges of positions fetched ahead on other connections while the client hashes (no
+per-event Python object besides the row). `events` gives the decoded events with their positions, for the audit queries.
 """
 from __future__ import annotations
 
 import sqlite3
+import threading
 import uuid
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
+from itertools import islice
 from datetime import datetime
 from typing import Any
 
@@ -27,10 +31,12 @@ _PREIMAGE = ("int8send(notification_id) || uuid_send(originator_id) || int8send(
 
 
 class LedgerScan:
-    def __init__(self, app: LedgerApplication, location: StoreLocation, page_size: int = 20_000) -> None:
+    def __init__(self, app: LedgerApplication, location: StoreLocation, page_size: int = 5000,
+                 fetchers: int = 3) -> None:
         self.app = app
         self.location = location
         self.page_size = page_size
+        self.fetchers = fetchers
         self.table = app.recorder.events_table_name  # type: ignore[attr-defined]
 
     # -- raw, for the chain ----------------------------------------------------------------------
@@ -55,14 +61,34 @@ class LedgerScan:
                                        sql.Identifier(self.table))
 
     def _postgres_preimages(self, after: int, up_to: int) -> Iterator[list[Row]]:
+        """Ranges of `page_size` positions, fetched by `fetchers` threads on connections of their own
+        while this one hashes, in order, at most two ranges per thread ahead (constant memory)."""
         query = sql.SQL(f"SELECT notification_id, {_PREIMAGE} FROM {{}} WHERE notification_id > %s"
                         " AND notification_id <= %s ORDER BY notification_id").format(self._postgres_table())
-        with psycopg.connect(self.location.postgres_dsn) as conn, \
-                conn.cursor(name="moneta_audit_scan", binary=True) as cursor:
-            cursor.itersize = self.page_size
-            cursor.execute(query, (after, up_to))
-            while rows := cursor.fetchmany(self.page_size):
-                yield rows  # type: ignore[misc]
+        ranges = ((start, min(start + self.page_size, up_to)) for start in range(after, up_to, self.page_size))
+        connections: list[psycopg.Connection[Any]] = []
+        local = threading.local()
+
+        def fetch(bounds: tuple[int, int]) -> list[Row]:
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = psycopg.connect(self.location.postgres_dsn, autocommit=True)
+                connections.append(conn)
+            with conn.cursor(binary=True) as cursor:
+                return cursor.execute(query, bounds, prepare=True).fetchall()  # type: ignore[return-value]
+
+        try:
+            with ThreadPoolExecutor(self.fetchers, thread_name_prefix="moneta-audit-scan") as pool:
+                ahead: deque[Future[list[Row]]] = deque(pool.submit(fetch, bounds)
+                                                        for bounds in islice(ranges, 2 * self.fetchers))
+                while ahead:
+                    rows = ahead.popleft().result()
+                    ahead.extend(pool.submit(fetch, bounds) for bounds in islice(ranges, 1))
+                    if rows:
+                        yield rows
+        finally:
+            for conn in connections:
+                conn.close()
 
     def _sqlite_preimages(self, after: int, up_to: int) -> Iterator[list[Row]]:
         with self._sqlite() as conn:
