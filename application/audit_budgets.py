@@ -169,8 +169,8 @@ class BudgetsAt:
                    and any(counts(held["scope"], held["period"]) for held in call.scopes)]
         answer: dict[str, Any] = {
             "scope": scope,
-            "max_budget": None if line is None else from_nanos(line.limit).normalize(),
-            "soft_budget": None if line is None or line.soft is None else from_nanos(line.soft).normalize(),
+            "max_budget": None if line is None else _usd(line.limit),
+            "soft_budget": None if line is None or line.soft is None else _usd(line.soft),
             "period_start": period, "budget_reset_at": None if line is None else line.resets_at,
             "spend": sum((total for key, total in self._spend.items() if counts(*key)), Decimal(0)),
             "calls": sum(n for key, n in self._calls.items() if counts(*key)),
@@ -179,6 +179,12 @@ class BudgetsAt:
         if prefix == "key" and entity is not None:
             answer.update(key_alias=entity.get("key_alias"), token=entity.get("token"))
         return answer
+
+
+def _usd(nanos: int) -> Decimal:
+    """Nano-dollars as USD without trailing zeros, never in exponent form (10, not 1E+1)."""
+    value = from_nanos(nanos).normalize()
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
 
 
 def _kind(event: Any) -> str:
