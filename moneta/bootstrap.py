@@ -332,6 +332,7 @@ def call_metrics(config: GatewayConfig, environ: Mapping[str, str]) -> CallMetri
 
 
 SEAL_PAGE_SIZE = 1000  # events per seal at most
+SEAL_INTERVAL_S = 0.25  # a seal at most this often: fewer, larger seals under a trickle of calls
 
 
 @dataclass
@@ -380,7 +381,7 @@ def build_read_side(config: GatewayConfig) -> ReadSide:
     runner = ProjectionRunner(event_store, store, listen_dsn=location.postgres_dsn)
     read_side = ReadSide(event_store, store, runner, config.abandon_after_s, sealer=ProjectionRunner(
         event_store, store, name=seals.NAME, views=(seals,), page_size=SEAL_PAGE_SIZE,
-        listen_dsn=location.postgres_dsn, skips_poison=False))
+        listen_dsn=location.postgres_dsn, min_interval_s=SEAL_INTERVAL_S, skips_poison=False))
     if config.alerting:
         from moneta.infrastructure.webhook_sender import AiohttpWebhookSender
 

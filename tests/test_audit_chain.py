@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from moneta.api.cli import main
-from moneta.domain.audit_chain import GENESIS, event_digest, event_preimage, expand, runs, seal_hash
+from moneta.domain.audit_chain import GENESIS, event_digest, event_preimage, expand, runs, seal_hash, verify_chain
+from moneta.infrastructure.ledger_scan import LedgerScan
 from moneta.projections import quarantine, seals
 from moneta.projections.status import read_status
 from tests.ledger_world import World
@@ -240,3 +241,17 @@ def test_verify_reads_the_ledger_of_the_config(server, tmp_path, monkeypatch, ca
         main(["audit", "verify", "--config", str(config)])
     assert exit_info.value.code == 0
     assert "the audit chain holds" in capsys.readouterr().out
+
+
+def test_pages_of_any_size_check_the_same(chain):
+    """Scan pages and seal pages that do not line up with the seals still pair every event with its seal."""
+    chain.calls(6)  # 12 events, seals of 4
+    chain.seal()
+    chain.sql(f"DELETE FROM {chain.table} WHERE {chain.position} = ?", (7,))
+    scan = LedgerScan(chain.world.app, chain.world.location, page_size=3, fetchers=2)
+    with chain.world.store.reading() as cur:
+        head = seals.head(cur)
+    report = verify_chain(head, seals.read_all(chain.world.store, head.seq, page_size=1), scan.preimages,
+                          scan.count_after)
+    assert [(problem.kind, problem.position, problem.seq) for problem in report.problems] == [("removed", 7, 2)]
+    assert (report.seals, report.events, report.unsealed) == (3, 11, 0)
