@@ -60,10 +60,10 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         sys.exit(f"moneta: invalid configuration: {exc}")
 
 
-def _audit(args: argparse.Namespace) -> AuditSide:
+def _audit(args: argparse.Namespace, chain: bool = True) -> AuditSide:
     audit = build_audit(_config(args))
     with audit.store.reading() as cur:
-        if not cur.columns("audit_seals"):
+        if chain and not cur.columns("audit_seals"):
             audit.close()
             sys.exit("moneta: this database has no audit chain yet: run `moneta migrate`, then the read side "
                      "(`moneta serve` or `moneta projections run`) seals the ledger")
@@ -114,7 +114,7 @@ def _print_report(report: Report, elapsed: float) -> None:
 
 
 def cmd_budgets(args: argparse.Namespace) -> None:
-    audit = _audit(args)
+    audit = _audit(args, chain=False)
     try:
         at = parse_moment(args.at, "--at") if args.at else datetime.now(UTC)
         answer = budgets_at(audit.scan.events(types=EVENT_TYPES), audit.budget_settings, args.scope, at)

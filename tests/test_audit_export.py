@@ -8,7 +8,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pytest
 from moneta.api.app import create_app
 from moneta.api.cli import main
 from moneta.application.audit_export import export
+from moneta.application.audit_window import SKEW
 from moneta.bootstrap import build_proxy, ledger_scan
 from moneta.domain.request_record import RequestRecord
 from moneta.domain.usage import Usage
@@ -176,3 +177,26 @@ def test_an_empty_window_has_no_seal(ledger, monkeypatch, tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["events"] == 0 and manifest["seal"] is None and manifest["first_position"] is None
     assert (tmp_path / "events.jsonl").read_text() == ""
+
+
+def test_a_window_deep_in_the_ledger_is_found_by_bisection(world, monkeypatch, tmp_path):
+    """Hours of events: the export starts near its window (a minute early at most), not at the start."""
+    world.new_runner(world.store, name=seals.NAME, views=(seals,), skips_poison=False).create_tables()
+    base = datetime(2026, 5, 1, tzinfo=UTC)
+    events = []
+    for minute in range(0, 600, 5):  # ten hours, a call every five minutes
+        record = world.admit()
+        record.complete(deployment_id="d", provider="openai", provider_model="m", usage=Usage(1, 1),
+                        cost=Decimal("0.01"), price_source="config", latency_ms=1.0)
+        for offset, event in enumerate(record.collect_events()):
+            object.__setattr__(event, "timestamp", base + timedelta(minutes=minute, seconds=offset))
+            events.append(event)
+    world.app.save(*events)
+    scan = ledger_scan(world.app, world.location)
+    start, end = base + timedelta(hours=6), base + timedelta(hours=7)
+    after = scan.position_before(start - SKEW)
+    assert after == 2 * 72  # the 72nd call, at 5:55, is the last stamped a minute before 6:00
+    _cli(world, monkeypatch, "--from", start.isoformat(), "--to", end.isoformat(), "--out", str(tmp_path))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert (manifest["first_position"], manifest["last_position"], manifest["events"]) == (145, 168, 24)
+    assert manifest["usd_total"] == "0.12" and manifest["seal"] is None  # nothing sealed in this test
