@@ -99,6 +99,10 @@ def create_app(container: Container) -> FastAPI:
         app.include_router(spend.router)
         app.include_router(spend_activity.router)
         app.include_router(lago.router)
+        from moneta.api.routes import audit_budgets, audit_chain
+
+        app.include_router(audit_chain.router, dependencies=[Depends(require_admin)])
+        app.include_router(audit_budgets.router, dependencies=[Depends(require_admin)])
     app.add_middleware(BodySizeLimit, max_bytes=container.config.max_request_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     if container.metrics is not None:

@@ -1,5 +1,5 @@
 """The `moneta` command line: serve, migrate, config check, projections run | status | retry | rebuild,
-lago retry-parked, reconcile lago."""
+askii, lago retry-parked, reconcile lago, audit."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +18,7 @@ from eventsourcing.persistence import OperationalError as PersistenceOperational
 
 from moneta.api import cli_askii
 from moneta.api import cli_lago
+from moneta.api import cli_audit
 from moneta.api.lifeline import PARENT_PID, die_with_parent
 from moneta.application.config import GatewayConfig
 from moneta.bootstrap import (CONFIG_ANNOUNCED, MULTIPROCESS_DIR, WORKERS, build_read_side, environment,
@@ -54,7 +55,7 @@ def _create_tables(config: GatewayConfig, location: StoreLocation) -> None:
     migrate_store(location)
     read_side = build_read_side(config)
     try:
-        read_side.runner.create_tables()
+        read_side.create_tables()
     finally:
         read_side.close()
 
@@ -216,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     cli_askii.register(commands)
 
     cli_lago.register(commands)
+
+    cli_audit.register(commands)
 
     args = parser.parse_args(argv)
     args.run(args)

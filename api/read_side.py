@@ -29,6 +29,8 @@ def run_until_stopped(config: GatewayConfig) -> None:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     read_side = build_read_side(config)
     read_side.runner.start()
+    if read_side.sealer is not None:
+        read_side.sealer.start()
     if read_side.alerts is not None:
         read_side.alerts.start()
     if read_side.lago is not None:

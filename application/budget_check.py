@@ -159,15 +159,7 @@ class Budgets:
         return None if limit is None else self._line("proxy", limit, None, self.settings.proxy_duration, _EPOCH, now)
 
     def _entity(self, scope: str, name: str, entity: dict[str, Any] | None, now: datetime) -> BudgetLine | None:
-        """An entity's own max_budget, else that of the reusable budget it names."""
-        if not name or entity is None:
-            return None
-        holder = entity if entity.get("max_budget") is not None else self.directory.live("budget", entity.get("budget_id"))
-        if holder is None or holder.get("max_budget") is None:
-            return None
-        limit = holder["max_budget"] + _temporary_raise(holder, now)
-        return self._line(f"{scope}:{name}", limit, holder.get("soft_budget"), holder.get("budget_duration"),
-                          _created(holder), now, restarted=bool(holder.get("budget_start")))
+        return entity_line(self.directory, self.settings, scope, name, entity, now)
 
     def _key_model(self, principal: Principal, model: str, now: datetime) -> BudgetLine | None:
         budget = (principal.key.get("model_max_budget") or {}).get(model)
@@ -191,14 +183,7 @@ class Budgets:
 
     def _line(self, scope: str, limit: Decimal, soft: Decimal | None, duration: str | None, anchor: datetime,
               now: datetime, restarted: bool = False) -> BudgetLine:
-        """`restarted`: the budget's periods start at its `budget_start` (a budget without duration
-        then has one period from there, not "lifetime")."""
-        start, end = period(duration, anchor, now, self.settings.zone)
-        if soft is None and self.settings.alert_share is not None:
-            soft = limit * self.settings.alert_share
-        return BudgetLine(scope, start.astimezone(UTC).isoformat() if duration or restarted else "lifetime",
-                          to_nanos(limit, up=False), end.astimezone(UTC).isoformat() if end else None,
-                          None if soft is None else to_nanos(soft, up=False))
+        return _line(self.settings, scope, limit, soft, duration, anchor, now, restarted)
 
     def provider_lines(self, model: str, now: datetime) -> ProviderLines:
         """The budgets of the providers that may serve a call to `model`, in their periods now."""
@@ -395,6 +380,31 @@ class Budgets:
             await settling
         except Exception as error:  # the reservation's lease ends it anyway
             log.warning("budget settlement failed (%s); the reservation lapses with its lease", type(error).__name__)
+
+
+def entity_line(directory: Directory, settings: BudgetSettings, scope: str, name: str, entity: dict[str, Any] | None,
+                now: datetime) -> BudgetLine | None:
+    """An entity's own max_budget, else that of the reusable budget it names, in its period at `now`."""
+    if not name or entity is None:
+        return None
+    holder = entity if entity.get("max_budget") is not None else directory.live("budget", entity.get("budget_id"))
+    if holder is None or holder.get("max_budget") is None:
+        return None
+    limit = holder["max_budget"] + _temporary_raise(holder, now)
+    return _line(settings, f"{scope}:{name}", limit, holder.get("soft_budget"), holder.get("budget_duration"),
+                 _created(holder), now, restarted=bool(holder.get("budget_start")))
+
+
+def _line(settings: BudgetSettings, scope: str, limit: Decimal, soft: Decimal | None, duration: str | None,
+          anchor: datetime, now: datetime, restarted: bool = False) -> BudgetLine:
+    """`restarted`: the budget's periods start at its `budget_start` (a budget without duration
+    then has one period from there, not "lifetime")."""
+    start, end = period(duration, anchor, now, settings.zone)
+    if soft is None and settings.alert_share is not None:
+        soft = limit * settings.alert_share
+    return BudgetLine(scope, start.astimezone(UTC).isoformat() if duration or restarted else "lifetime",
+                      to_nanos(limit, up=False), end.astimezone(UTC).isoformat() if end else None,
+                      None if soft is None else to_nanos(soft, up=False))
 
 
 def refusal(decision: BudgetDecision) -> BudgetRefused:

@@ -73,6 +73,7 @@ from moneta.projections.lago_deliveries import LagoOutbox
 from moneta.projections.queries import SpendQueries
 from moneta.projections.runner import DEFAULT_NAME as RUNNER_NAME
 from moneta.projections.runner import ProjectionRunner
+from moneta.projections import seals
 from moneta.projections.view_store import ViewStore
 
 if TYPE_CHECKING:  # prometheus_client is imported only once the metrics are built (see call_metrics)
@@ -80,6 +81,7 @@ if TYPE_CHECKING:  # prometheus_client is imported only once the metrics are bui
     from moneta.infrastructure.call_metrics import CallMetrics
     from moneta.infrastructure.lago_sync_schedule import BackgroundLagoSync
     from moneta.projections.billing import BillingViewReader
+    from moneta.infrastructure.ledger_scan import LedgerScan
 
 
 class Probe(Protocol):
@@ -149,12 +151,7 @@ class Container:
 
     def count_budgets(self, store: BudgetStore) -> None:
         """Enforces the budgets of keys, teams, users, ... and the config's, on `store`'s counters."""
-        budgets = self.config.budgets
-        self.budgets = self._budgets(store, BudgetSettings(
-            proxy_max_budget=budgets.proxy_max_budget, proxy_duration=budgets.proxy_duration,
-            zone=ZoneInfo(budgets.timezone) if budgets.timezone else None, fail_open=budgets.fail_open,
-            alert_share=budgets.alert_share, end_user_budget_id=budgets.end_user_budget_id,
-            providers=budgets.providers))
+        self.budgets = self._budgets(store, budget_settings(self.config))
         self.background.append(_Closing(store.close))
 
     def _budgets(self, store: BudgetStore, settings: BudgetSettings) -> Budgets:
@@ -224,6 +221,15 @@ class Container:
             action()
         self.cooldowns.close()
         self.event_store.close()
+
+
+def budget_settings(config: GatewayConfig) -> BudgetSettings:
+    budgets = config.budgets
+    return BudgetSettings(
+        proxy_max_budget=budgets.proxy_max_budget, proxy_duration=budgets.proxy_duration,
+        zone=ZoneInfo(budgets.timezone) if budgets.timezone else None, fail_open=budgets.fail_open,
+        alert_share=budgets.alert_share, end_user_budget_id=budgets.end_user_budget_id,
+        providers=budgets.providers)
 
 
 class _NothingSpent:
@@ -384,10 +390,15 @@ def call_metrics(config: GatewayConfig, environ: Mapping[str, str]) -> CallMetri
     return CallMetrics(GatewayMetrics(environ.get(MULTIPROCESS_DIR)), config.model_names())
 
 
+SEAL_PAGE_SIZE = 1000  # events per seal at most
+SEAL_INTERVAL_S = 0.25  # a seal at most this often: fewer, larger seals under a trickle of calls
+
+
 @dataclass
 class ReadSide:
-    """The projection runner over the ledger, with connections of its own, the budget alerts'
-    deliverer when alerting is configured, and the Lago sync and Lago's usage deliverer when Lago is."""
+    """The projection runner over the ledger, with connections of its own, the runner that seals
+    the ledger into the audit chain, the budget alerts' deliverer when alerting is configured, and
+    the Lago sync and Lago's usage deliverer when Lago is."""
 
     event_store: Application
     store: ViewStore
@@ -396,6 +407,12 @@ class ReadSide:
     alerts: BackgroundDelivery | None = None
     lago: BackgroundLagoSync | None = None
     lago_usage: LagoBackground | None = None
+    sealer: ProjectionRunner | None = None
+
+    def create_tables(self) -> None:
+        for runner in (self.runner, self.sealer):
+            if runner is not None:
+                runner.create_tables()
 
     def close_abandoned(self) -> int:
         """Ends as Abandoned the calls of gateway processes that are gone; returns how many."""
@@ -433,6 +450,8 @@ class ReadSide:
             self.alerts.stop()
         if self.lago is not None:
             self.lago.stop()
+        if self.sealer is not None:
+            self.sealer.stop()
         self.runner.stop()
         self.store.close()
         self.event_store.close()
@@ -443,7 +462,9 @@ def build_read_side(config: GatewayConfig) -> ReadSide:
     event_store = location.open()
     store = open_view_store(location, check_connections=False)  # the runner retries what fails
     runner = ProjectionRunner(event_store, store, listen_dsn=location.postgres_dsn)
-    read_side = ReadSide(event_store, store, runner, config.abandon_after_s)
+    read_side = ReadSide(event_store, store, runner, config.abandon_after_s, sealer=ProjectionRunner(
+        event_store, store, name=seals.NAME, views=(seals,), page_size=SEAL_PAGE_SIZE,
+        listen_dsn=location.postgres_dsn, min_interval_s=SEAL_INTERVAL_S, skips_poison=False))
     if config.alerting:
         from moneta.infrastructure.webhook_sender import AiohttpWebhookSender
 
@@ -503,6 +524,31 @@ def lago_reconciliation(settings: LagoSettings, store: ViewStore, event_store: A
 
     return Reconciliation(LagoOutbox(store), EventStoreReader(event_store), HttpLagoEvents(settings),
                           settings.billable_metric_code)
+@dataclass
+class AuditSide:
+    """What the audit commands read: the ledger (whole, a page at a time) and the seals of its chain."""
+
+    event_store: Application
+    store: ViewStore
+    scan: LedgerScan
+    budget_settings: BudgetSettings
+
+    def close(self) -> None:
+        self.store.close()
+        self.event_store.close()
+
+
+def build_audit(config: GatewayConfig) -> AuditSide:
+    location = StoreLocation.from_url(config.database_url)
+    event_store = location.open()
+    return AuditSide(event_store, open_view_store(location), ledger_scan(event_store, location),
+                     budget_settings(config))
+
+
+def ledger_scan(event_store: Application, location: StoreLocation) -> LedgerScan:
+    from moneta.infrastructure.ledger_scan import LedgerScan
+
+    return LedgerScan(event_store, location)  # type: ignore[arg-type]
 
 
 def open_view_store(location: StoreLocation, check_connections: bool = True) -> ViewStore:

@@ -3,12 +3,15 @@ a view derived from them for the views after it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 
 @dataclass
 class Page:
     events: list[Any]
+    # The stored notifications the events were decoded from, of every topic (what the audit seals hash).
+    notifications: Sequence[Any] = ()
     # The spend log rows of the requests that reached their outcome in this page (set by
     # spend_log, read by usage_report).
     ended_requests: list[dict[str, Any]] = field(default_factory=list)

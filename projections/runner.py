@@ -12,6 +12,7 @@ the tracking row: `status.read_status` tells from it whether the read side is al
 A page that fails for any reason but an unreachable store is applied again one event at a
 time, and the event that fails alone is quarantined (see `quarantine`): the read side never
 stalls on a poison event. `retry()` re-applies the quarantined events once the cause is fixed.
+A runner made with `skips_poison=False` (the audit seals) never quarantines: it retries the page.
 """
 from __future__ import annotations
 
@@ -56,15 +57,19 @@ class ProjectionRunner:
         channel: str = "moneta_events",
         poll_interval_s: float | None = None,
         min_interval_s: float = 0.05,
+        skips_poison: bool = True,
     ) -> None:
         """`listen_dsn` (Postgres) wakes the runner on NOTIFY, polling every second as a fallback;
         without it the runner polls every 50 ms. Under load, wake-ups are batched: at most one
-        catch-up every `min_interval_s`, so a busy ledger costs pages, not a query per commit."""
+        catch-up every `min_interval_s`, so a busy ledger costs pages, not a query per commit.
+        `skips_poison=False`: a page that fails is retried whole until it commits, no event is ever
+        quarantined (the audit seals, which must cover every event)."""
         self.app = app
         self.store = store
         self.name = name
         self.views = tuple(views)
         self.page_size = page_size
+        self.skips_poison = skips_poison
         self._types = {cls for view in self.views for cls in view.EVENT_TYPES}
         self._stopping = threading.Event()
         interval = poll_interval_s or (1.0 if listen_dsn else 0.05)
@@ -152,6 +157,8 @@ class ProjectionRunner:
 
     def _process_page(self) -> int:
         """Applies the next page; returns how many notifications it held."""
+        if not self.skips_poison:
+            return self._apply_next(self.page_size)
         try:
             return self._apply_next(self.page_size)
         except Exception as error:
@@ -166,7 +173,7 @@ class ProjectionRunner:
             start = tracking.lock(cur, self.name)
             notifications = self.app.recorder.select_notifications(start, limit, inclusive_of_start=False)
             now = datetime.now(UTC)
-            self._apply(cur, self._not_held_back(cur, notifications, now))
+            self._apply(cur, self._not_held_back(cur, notifications, now) if self.skips_poison else notifications)
             end = notifications[-1].id if notifications else start
             tracking.advance(cur, self.name, end, now)
         self._last_beat = time.monotonic()
@@ -183,8 +190,9 @@ class ProjectionRunner:
         return [n for n in notifications if str(n.originator_id) not in held]
 
     def _apply(self, cur: ViewCursor, notifications: Sequence[Any]) -> None:
-        page = Page([self.app.mapper.to_domain_event(notification) for notification in notifications
-                     if resolve_topic(notification.topic) in self._types])
+        events = [self.app.mapper.to_domain_event(notification) for notification in notifications
+                  if resolve_topic(notification.topic) in self._types] if self._types else []
+        page = Page(events, notifications=notifications)
         for view in self.views:
             view.apply_page(cur, page)
 

@@ -1,7 +1,7 @@
 """Where read models live: a SQLite file or a Postgres database, behind one small SQL dialect.
 
-View SQL is written once, with `?` placeholders and the column types `{money}`, `{timestamp}`
-and `{json}`; the store translates. A list of any length is one parameter, tested with `any_of`.
+View SQL is written once, with `?` placeholders and the column types `{money}`, `{timestamp}`,
+`{json}` and `{bytes}`; the store translates. A list of any length is one parameter, tested with `any_of`.
 Money stays Decimal end to end: NUMERIC on Postgres, and on SQLite decimal text added and summed
 by the functions `dec_add` and `dec_sum` registered on each connection, because SQLite's own
 arithmetic on text goes through float.
@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from decimal import MAX_PREC, Decimal, localcontext
 from typing import Any
 
-_SQLITE_TYPES = {"money": "TEXT", "timestamp": "TEXT", "json": "TEXT"}
-_POSTGRES_TYPES = {"money": "NUMERIC", "timestamp": "TIMESTAMPTZ", "json": "JSONB"}
+_SQLITE_TYPES = {"money": "TEXT", "timestamp": "TEXT", "json": "TEXT", "bytes": "BLOB"}
+_POSTGRES_TYPES = {"money": "NUMERIC", "timestamp": "TIMESTAMPTZ", "json": "JSONB", "bytes": "BYTEA"}
 
 
 class ViewCursor:

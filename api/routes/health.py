@@ -14,6 +14,7 @@ from fastapi.responses import PlainTextResponse
 from moneta.api.responses import json_response
 from moneta.application.billing_state import BillingDirectory
 from moneta.bootstrap import Container, Probe
+from moneta.projections import seals
 from moneta.projections.runner import DEFAULT_NAME
 from moneta.projections.status import read_status
 from moneta.projections.view_store import ViewStore
@@ -43,6 +44,8 @@ async def readiness(request: Request) -> Response:
     if container.views is not None:
         checks["read_side"] = _bounded(_in_thread(_read_side_status, container.event_store, container.views.store),
                                        _read_side_unknown("unreachable"))
+        checks["audit_chain"] = _bounded(_in_thread(_chain_status, container.event_store, container.views.store),
+                                         _chain_unknown("unreachable"))
     results = dict(zip(checks, await asyncio.gather(*checks.values())))
     read_side = results.get("read_side", {"status": "ok"})["status"]
     lago = None if container.billing is None else _lago_status(container.billing)
@@ -111,6 +114,26 @@ def _lago_status(billing: BillingDirectory) -> dict[str, Any]:
     last = billing.last_sync_at
     return {"last_sync_at": None if last is None else last.isoformat(), "stale": billing.stale(),
             "on_unreachable": billing.on_unreachable}
+
+
+def _chain_status(app: Application, store: ViewStore) -> dict[str, Any]:
+    """The runner that seals the ledger: shown, never a reason to be unready (a stuck chain is lag)."""
+    try:
+        statuses = read_status(app, store)
+    except Exception:  # the views or the ledger cannot be read
+        return _chain_unknown("unreachable")
+    status = next((status for status in statuses if status.name == seals.NAME), None)
+    if status is None:
+        return _chain_unknown("down")
+    age = status.heartbeat_age_s
+    down = age is None or age > READ_SIDE_DOWN_AFTER_S
+    state = "down" if down else "lagging" if status.lag_s > READ_SIDE_LAGGING_AFTER_S else "ok"
+    return {"status": state, "lag_events": status.lag_events, "lag_s": round(status.lag_s, 3),
+            "heartbeat_age_s": None if age is None else round(age, 3)}
+
+
+def _chain_unknown(state: str) -> dict[str, Any]:
+    return {"status": state, "lag_events": None, "lag_s": None, "heartbeat_age_s": None}
 
 
 def _read_side_unknown(state: str) -> dict[str, Any]:
