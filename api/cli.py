@@ -1,4 +1,5 @@
-"""The `moneta` command line: serve, migrate, config check, projections run | status | retry | rebuild."""
+"""The `moneta` command line: serve, migrate, config check, projections run | status | retry | rebuild,
+audit (api/cli_audit.py)."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,7 @@ from typing import Iterator
 import psycopg
 from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
+from moneta.api import cli_audit
 from moneta.api.lifeline import PARENT_PID, die_with_parent
 from moneta.application.config import GatewayConfig
 from moneta.bootstrap import (CONFIG_ANNOUNCED, MULTIPROCESS_DIR, WORKERS, build_read_side, environment,
@@ -210,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
                                                          " fixing what made them fail); exits 1 if some still fail")
     retry.add_argument("--config")
     retry.set_defaults(run=cmd_projections_retry)
+
+    cli_audit.register(commands)
 
     args = parser.parse_args(argv)
     args.run(args)

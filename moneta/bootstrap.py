@@ -44,11 +44,13 @@ from moneta.application.ports import (
     UsageMeter,
 )
 from moneta.application.rate_limit_check import RateLimits
+from moneta.application.request_explanation import RequestExplainer
 from moneta.application.response_cache import ResponseCache
 from moneta.application.rate_limits import LimitStore
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
 from moneta.domain.budgets import BudgetLine
+from moneta.domain.redaction import key_hash
 from moneta.infrastructure.access_store import EventStoreAccess
 from moneta.infrastructure.budgets_in_process import InProcessBudgetStore
 from moneta.infrastructure.aggregate_reader import EventStoreReader
@@ -369,6 +371,12 @@ def build_read_side(config: GatewayConfig) -> ReadSide:
             config.alerting, AlertDeliveries(store), EventStoreReader(event_store), read_side.save_unless_moved,
             AiohttpWebhookSender()))
     return read_side
+
+
+def request_explainer(event_store: Application, views: ViewStore | None, config: GatewayConfig) -> RequestExplainer:
+    """Explains calls from the ledger; a key named by its hash alone is looked up in the access view."""
+    return RequestExplainer(EventStoreReader(event_store), AccessViewReader(views) if views is not None else None,
+                            key_hash(config.master_key) if config.master_key else "")
 
 
 def open_view_store(location: StoreLocation, check_connections: bool = True) -> ViewStore:
