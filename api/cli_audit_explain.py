@@ -12,7 +12,6 @@ from uuid import UUID
 from eventsourcing.persistence import PersistenceError
 
 from moneta.api.explain_text import render
-from moneta.api.responses import jsonable
 from moneta.application.config import GatewayConfig
 from moneta.bootstrap import build_read_side, environment, load_gateway_config, request_explainer
 from moneta.infrastructure.config_loader import ConfigError
@@ -66,6 +65,8 @@ def cmd_explain(args: argparse.Namespace) -> None:
         read_side.close()
     if explained is None:
         sys.exit(f"moneta: no request {request_id} in the ledger")
+    from moneta.api.responses import jsonable  # imports FastAPI: not for every command
+
     print(json.dumps(jsonable(explained)) if args.json else render(explained))
 
 

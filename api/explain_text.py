@@ -14,7 +14,7 @@ def render(explained: dict[str, Any]) -> str:
     lines += _settlement(explained["settlement"])
     lines += _related(explained["related"])
     lines.append("Events")
-    lines += [f"  {e['version']:>3}  {_value(e['timestamp'])}  {e['type']} (v{e['class_version']})  {_json(e['fields'])}"
+    lines += [f"  {e['version']:>3}  {_value(e['timestamp'])}  {e['type']} (schema v{e['class_version']})  {_json(e['fields'])}"
               for e in explained["events"]]
     return "\n".join(lines)
 
@@ -50,6 +50,8 @@ def _decision(decision: dict[str, Any]) -> list[str]:
         lines.append(f"  max_tokens lowered to {decision['max_tokens_capped_to']} (what the budget could pay for)")
     if decision.get("entitlement") is not None:
         lines.append(f"  entitlement: {_json(decision['entitlement'])}")
+    if decision.get("instance"):
+        lines.append(f"  run by gateway process {decision['instance']}")
     if decision.get("other"):
         lines.append(f"  also recorded: {_json(decision['other'])}")
     return lines

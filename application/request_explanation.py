@@ -141,11 +141,11 @@ def _budget(budget: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**budget, "scopes": [{**scope, "headroom": _headroom(scope)} for scope in budget.get("scopes") or ()]}
 
 
-def _headroom(scope: dict[str, Any]) -> Decimal | None:
+def _headroom(scope: dict[str, Any]) -> str | None:
     """What the budget had left for this call: its limit less what was spent and what calls in
-    flight held, as the reservation saw them."""
+    flight held, as the reservation saw them (USD text, like them)."""
     try:
-        return Decimal(scope["limit"]) - Decimal(scope["spent"]) - Decimal(scope["reserved"])
+        return format(Decimal(scope["limit"]) - Decimal(scope["spent"]) - Decimal(scope["reserved"]), "f")
     except (KeyError, TypeError, InvalidOperation):
         return None
 
