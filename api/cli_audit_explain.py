@@ -15,7 +15,7 @@ from moneta.api.explain_text import render
 from moneta.application.config import GatewayConfig
 from moneta.bootstrap import build_read_side, environment, load_gateway_config, request_explainer
 from moneta.infrastructure.config_loader import ConfigError
-from moneta.projections.replay import NOT_COMPARED, NOT_DERIVED, Difference, replay
+from moneta.projections.replay import NOT_COMPARED, NOT_DERIVED, Difference, canonical, replay
 
 
 def register(audit_commands: argparse._SubParsersAction) -> None:
@@ -100,6 +100,8 @@ def _difference(difference: Difference) -> str:
 
 
 def _shown(value: Any) -> str:
+    """A stored value as the same data reads in either store (SQLite keeps money and times as text)."""
+    value = canonical(value)
     if value is None:
         return "NULL"
     if isinstance(value, str):
