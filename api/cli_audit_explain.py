@@ -77,6 +77,8 @@ def cmd_replay(args: argparse.Namespace) -> None:
                         views=read_side.runner.views)
     except PersistenceError as exc:
         sys.exit(f"moneta: cannot read the ledger: {_first_line(exc)}")
+    except LookupError as exc:  # no live views to compare with
+        sys.exit(f"moneta: {exc}")
     finally:
         read_side.close()
     for difference in report.differences:

@@ -88,8 +88,9 @@ def _budget(budget: dict[str, Any] | None) -> list[str]:
 def _attempts(attempts: list[dict[str, Any]]) -> list[str]:
     lines = ["Attempts" if attempts else "Attempts: none (no provider was called)"]
     for attempt in attempts:
-        error = f" {attempt['status_code'] or ''} {attempt['error_type'] or ''}: {attempt['reason']}".rstrip(": ") \
-            if attempt["outcome"] != "succeeded" else ""
+        named = " ".join(str(attempt[name]) for name in ("status_code", "error_type") if attempt[name] is not None)
+        error = "".join(part for part in (f" {named}" if named else "",
+                                          f": {attempt['reason']}" if attempt["reason"] else ""))
         lines.append(f"  {attempt['attempt']}. {attempt['deployment_id']} ({attempt['provider']}/"
                      f"{attempt['provider_model']}) {attempt['outcome']}{error}, {attempt['latency_ms']} ms")
     return lines
