@@ -18,6 +18,7 @@ from moneta.api.routes import (
     anthropic, cache, deployment_cooldown, deployment_health, health, management, openai, provider_budgets, realtime,
     utils,
 )
+from moneta.api.routes import audit_requests
 from moneta.bootstrap import Container
 from moneta.infrastructure.http_session import close_session
 
@@ -84,6 +85,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(cache.router)
     app.include_router(deployment_health.router, dependencies=[Depends(require_admin)])
     app.include_router(provider_budgets.router, dependencies=[Depends(require_admin)])
+    app.include_router(audit_requests.router, dependencies=[Depends(require_admin)])
     app.include_router(deployment_cooldown.router)
     app.include_router(management.router)
     app.include_router(askii_routes.router)

@@ -32,8 +32,8 @@ def caller_of(principal: Principal | None) -> Caller:
     if not principal.key_id:
         return Caller(key_hash=principal.key_hash)
     return Caller(key_hash=principal.key_hash, principal={
-        "key_alias": principal.key_alias, "team_id": principal.team_id, "user_id": principal.user_id,
-        "org_id": principal.org_id})
+        "key_id": principal.key_id, "key_alias": principal.key_alias, "team_id": principal.team_id,
+        "user_id": principal.user_id, "org_id": principal.org_id})
 
 
 async def authenticate(request: Request) -> Caller:

@@ -5,6 +5,10 @@ then has zero or more AttemptFailed (and, for a session, UsageAdded per response
 mid-stream: what was consumed is still recorded), Failed (no attempt succeeded) or CacheHit
 (answered from the response cache: no provider was called).
 Spend is the `cost` of Completed and Interrupted events, in USD, as Decimal.
+
+Event classes whose shape grew carry a `class_version` and an `upcast_vN_vN+1` per step, which the
+event store applies to older stored events as it reads them. Events stored before versions existed
+all read as version 1 whatever fields they had, so each upcaster only adds what is missing.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ class RequestRecord(Aggregate):
     """Who asked for what, what was decided, what each attempt did, and what it cost."""
 
     class Admitted(Aggregate.Created):
+        class_version = 3  # 2: `instance`; 3: `principal`
         call_type: str
         key_hash: str
         end_user: str
@@ -30,10 +35,19 @@ class RequestRecord(Aggregate):
         instance: str = ""  # the gateway process that runs the call ("" before instances were recorded)
         principal: dict[str, str] | None = None  # key alias, team, user, organization (None before keys existed)
 
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("instance", "")
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state.setdefault("principal", None)
+
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.deployment_id = str(self.decision.get("deployment") or "")
 
     class Denied(Aggregate.Created):
+        class_version = 2  # 2: `principal` and `decision`
         call_type: str
         key_hash: str
         end_user: str
@@ -44,6 +58,11 @@ class RequestRecord(Aggregate):
         reason: str
         principal: dict[str, str] | None = None
         decision: dict[str, Any] | None = None  # the checks' numbers (e.g. the rate limits' counters)
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("principal", None)
+            state.setdefault("decision", None)
 
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.outcome = "denied"
@@ -63,6 +82,7 @@ class RequestRecord(Aggregate):
             aggregate.deployment_id = self.deployment_id
 
     class Completed(Aggregate.Event):
+        class_version = 2  # 2: `askii` and `askii_rate`
         deployment_id: str
         provider: str
         provider_model: str
@@ -75,6 +95,10 @@ class RequestRecord(Aggregate):
         askii: Decimal | None = None  # the cost in askii at the rate in force at settlement (None before askii)
         askii_rate: Decimal | None = None  # askii per USD used for `askii`
 
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            _settled_before_askii(state)
+
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.outcome, aggregate.cost, aggregate.provider = "completed", self.cost, self.provider
             aggregate.tokens = self.usage.get("prompt_tokens", 0) + self.usage.get("completion_tokens", 0)
@@ -84,10 +108,21 @@ class RequestRecord(Aggregate):
         provider failed after the first chunk (`upstream_error`, with its error). Usage counts
         what was streamed until then. (Events written before `cause` existed read as the client's.)"""
 
+        class_version = 3  # 2: `cause`, `error_type`, `status_code`; 3: `askii` and `askii_rate`
         usage_estimated: bool = False
         cause: str = "client_disconnected"
         error_type: str | None = None
         status_code: int | None = None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("cause", "client_disconnected")
+            state.setdefault("error_type", None)
+            state.setdefault("status_code", None)
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            _settled_before_askii(state)
 
         def apply(self, aggregate: "RequestRecord") -> None:
             aggregate.outcome, aggregate.cost, aggregate.provider = "interrupted", self.cost, self.provider
@@ -335,3 +370,8 @@ class RequestRecord(Aggregate):
     def _require_open(self) -> None:
         if not self.is_open:
             raise ValueError(f"request {self.id} is already {self.outcome}")
+
+
+def _settled_before_askii(state: dict[str, Any]) -> None:
+    state.setdefault("askii", None)
+    state.setdefault("askii_rate", None)

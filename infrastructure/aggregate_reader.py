@@ -1,4 +1,5 @@
-"""Reads the event store: one aggregate at its latest version, and how far the log reaches."""
+"""Reads the event store: one aggregate at its latest version, one stream's events, and how far the
+log reaches."""
 from __future__ import annotations
 
 from typing import Any
@@ -16,6 +17,10 @@ class EventStoreReader:
             return self.app.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+
+    def events(self, stream_id: UUID) -> list[Any]:
+        """The stream's events in order, each in its class's current shape ([] for no stream)."""
+        return list(self.app.events.get(stream_id))
 
     def head(self) -> int:
         """The last notification id committed (0 for an empty ledger); raises when unreachable."""

@@ -52,12 +52,14 @@ from moneta.application.ports import (
 )
 from moneta.application.rate_limit_check import RateLimits
 from moneta.application.reconciliation import Reconciliation
+from moneta.application.request_explanation import RequestExplainer
 from moneta.application.response_cache import ResponseCache
 from moneta.application.rate_limits import LimitStore
 from moneta.application.routing import DeploymentRouter, HealthJournal
 from moneta.application.tokens import EncodingTokenizer
 from moneta.domain.askii import valid_rate
 from moneta.domain.budgets import BudgetLine
+from moneta.domain.redaction import key_hash
 from moneta.infrastructure.access_store import EventStoreAccess
 from moneta.infrastructure.budgets_in_process import InProcessBudgetStore
 from moneta.infrastructure.aggregate_reader import EventStoreReader
@@ -524,6 +526,8 @@ def lago_reconciliation(settings: LagoSettings, store: ViewStore, event_store: A
 
     return Reconciliation(LagoOutbox(store), EventStoreReader(event_store), HttpLagoEvents(settings),
                           settings.billable_metric_code)
+
+
 @dataclass
 class AuditSide:
     """What the audit commands read: the ledger (whole, a page at a time) and the seals of its chain."""
@@ -549,6 +553,12 @@ def ledger_scan(event_store: Application, location: StoreLocation) -> LedgerScan
     from moneta.infrastructure.ledger_scan import LedgerScan
 
     return LedgerScan(event_store, location)  # type: ignore[arg-type]
+
+
+def request_explainer(event_store: Application, views: ViewStore | None, config: GatewayConfig) -> RequestExplainer:
+    """Explains calls from the ledger; a key named by its hash alone is looked up in the access view."""
+    return RequestExplainer(EventStoreReader(event_store), AccessViewReader(views) if views is not None else None,
+                            key_hash(config.master_key) if config.master_key else "")
 
 
 def open_view_store(location: StoreLocation, check_connections: bool = True) -> ViewStore:
