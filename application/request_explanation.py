@@ -15,6 +15,7 @@ from uuid import UUID
 
 from moneta.application.authentication import KeyView
 from moneta.domain.budget_alerts import alert_stream_id
+from moneta.domain.lago_usage import usage_stream_id
 from moneta.domain.request_record import RequestRecord
 
 RelatedStreams = Callable[[UUID, Sequence[Any]], Iterable[UUID]]
@@ -45,6 +46,7 @@ def crossed_alerts(request_id: UUID, events: Sequence[Any]) -> list[UUID]:
 
 RELATED: dict[str, RelatedStreams] = {
     "budget_alerts": crossed_alerts,
+    "lago_usage": by_request_id(lambda request_id: usage_stream_id(str(request_id))),
 }
 
 
