@@ -48,7 +48,11 @@ class LiveServer:
                    "--port", str(self.port), "--workers", str(self.workers), "--log-level", "warning", *self.args]
         self.process = subprocess.Popen(command, cwd=self.workdir, env=env, stdout=open(self.log_path, "ab"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:  # `with` calls no __exit__ when __enter__ fails: no server left behind
+            self.stop()
+            raise
         return self
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
