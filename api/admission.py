@@ -68,8 +68,9 @@ async def checked(request: HTTPConnection, caller: Caller, call: dict[str, Any],
     principal = getattr(request.state, "principal", None)
     rate_limits: RateLimits = container.rate_limits
     limits = rate_limits.limits(principal, call["model"], caller.end_user)
+    rid = str(request_id)
     try:
-        decision = await rate_limits.take(str(request_id), limits)
+        decision = await rate_limits.take(rid, limits)
     except LimitRefused as refused:
         request.state.response_headers = headers(refused.decision)
         seen["limits"] = refused.decision.as_event()
@@ -78,14 +79,14 @@ async def checked(request: HTTPConnection, caller: Caller, call: dict[str, Any],
     if decision is not None:
         request.state.response_headers = headers(decision)
         seen["limits"] = decision.as_event()
-        ends.append(rate_limits.settler(str(request_id), limits))
+        ends.append(rate_limits.settler(rid, limits))
     try:
         entitlement = await _entitle(container.entitlements, principal, caller, call["model"], seen)
         call, barred = await _reserve(container.budgets, principal, caller, call, request_id, call_type, seen, ends,
                                       audio_bytes, entitlement)
     except GatewayError:
         if decision is not None:
-            rate_limits.release(str(request_id), limits)
+            rate_limits.release(rid, limits)
         raise
     if not seen:
         return caller, call

@@ -141,18 +141,14 @@ def headers(decision: LimitDecision | None) -> list[tuple[bytes, bytes]]:
     if decision is None:
         return []
     found: list[tuple[bytes, bytes]] = []
-    rpm = [count.limit.rpm for count in decision.counts if count.limit.rpm is not None]
-    if rpm:
-        found += [(b"x-ratelimit-limit-requests", b"%d" % min(rpm)),
-                  (b"x-ratelimit-remaining-requests", b"%d" % decision.remaining_requests()),
-                  (b"x-ratelimit-reset-requests", _seconds(decision.reset_requests_s()))]
-    tpm = [count.limit.tpm for count in decision.counts if count.limit.tpm is not None]
-    if tpm:
-        found += [(b"x-ratelimit-limit-tokens", b"%d" % min(tpm)),
-                  (b"x-ratelimit-remaining-tokens", b"%d" % decision.remaining_tokens()),
-                  (b"x-ratelimit-reset-tokens", _seconds(decision.reset_tokens_s()))]
+    requests = decision.requests_headline()
+    if requests is not None:
+        limit, left, reset = requests
+        found += [(b"x-ratelimit-limit-requests", b"%d" % limit), (b"x-ratelimit-remaining-requests", b"%d" % left),
+                  (b"x-ratelimit-reset-requests", b"%.3fs" % max(reset, 0.0))]
+    tokens = decision.tokens_headline()
+    if tokens is not None:
+        limit, left, reset = tokens
+        found += [(b"x-ratelimit-limit-tokens", b"%d" % limit), (b"x-ratelimit-remaining-tokens", b"%d" % left),
+                  (b"x-ratelimit-reset-tokens", b"%.3fs" % max(reset, 0.0))]
     return found
-
-
-def _seconds(value: float | None) -> bytes:
-    return b"%.3fs" % max(value or 0.0, 0.0)

@@ -48,7 +48,8 @@ class Limit:
 
 
 class Seen(NamedTuple):
-    """One scope's counters as a store read them, rolled to the bucket of the check."""
+    """One scope's counters as a store read them, rolled to the bucket of the check. A store may
+    pass plain tuples in this order: the check reads them by position."""
 
     previous_requests: int
     current_requests: int
@@ -68,53 +69,107 @@ class ScopeCount(NamedTuple):
     seen: Seen  # the two buckets the weighted counts come from
 
 
-class LimitDecision(NamedTuple):
-    allowed: bool
-    counts: tuple[ScopeCount, ...]
-    refused_scope: str | None = None
-    refused_limit: str | None = None  # "rpm" | "tpm" | "max_parallel"
-    retry_after_s: float = 0.0  # when refused: when a retry can pass
-    at: float = 0.0  # when the check was made (epoch seconds)
+class LimitDecision:
+    """The verdict on one request, with each scope's counters before it (`limits`, `seen` and the
+    weighted `requests` and `tokens` in one order). It runs on every limited call, so it keeps
+    flat per-scope values and builds the ScopeCount view only when asked."""
+
+    __slots__ = ("allowed", "limits", "seen", "requests", "tokens", "refused_scope", "refused_limit",
+                 "retry_after_s", "at")
+
+    def __init__(self, allowed: bool, limits: Sequence[Limit], seen: Sequence[Sequence[int]], requests: Sequence[int],
+                 tokens: Sequence[int], refused_scope: str | None = None, refused_limit: str | None = None,
+                 retry_after_s: float = 0.0, at: float = 0.0) -> None:
+        self.allowed = allowed
+        self.limits = limits
+        self.seen = seen
+        self.requests = requests
+        self.tokens = tokens
+        self.refused_scope = refused_scope
+        self.refused_limit = refused_limit  # "rpm" | "tpm" | "max_parallel"
+        self.retry_after_s = retry_after_s  # when refused: when a retry can pass
+        self.at = at  # when the check was made (epoch seconds)
+
+    @property
+    def counts(self) -> tuple[ScopeCount, ...]:
+        return tuple(ScopeCount(limit.scope, requests, tokens, s[4], limit, Seen(*s)) for limit, s, requests, tokens
+                     in zip(self.limits, self.seen, self.requests, self.tokens))
+
+    def requests_headline(self) -> tuple[int, int, float] | None:
+        """(the smallest rpm, requests left after this one in the scope with the fewest, when that
+        scope has room for another request, or, while it has room, when its window next rolls);
+        None when no scope sets an rpm."""
+        spent = 1 if self.allowed else 0
+        tightest, least, tight, smallest = -1, 0, 0, 0
+        for i, limit in enumerate(self.limits):
+            rpm = limit.rpm
+            if rpm is not None:
+                left = rpm - self.requests[i]
+                if tightest < 0:
+                    tightest, least, tight, smallest = i, left, rpm, rpm
+                    continue
+                if left < least:
+                    tightest, least, tight = i, left, rpm
+                smallest = min(smallest, rpm)
+        if tightest < 0:
+            return None
+        s = self.seen[tightest]
+        return smallest, max(0, least - spent), _reset(s[0], s[1] + spent, tight, self.at)
+
+    def tokens_headline(self) -> tuple[int, int, float] | None:
+        """As `requests_headline`, for tpm: what is left of the window's tokens and when it resets."""
+        tightest, least, tight, smallest = -1, 0, 0, 0
+        for i, limit in enumerate(self.limits):
+            tpm = limit.tpm
+            if tpm is not None:
+                left = tpm - self.tokens[i]
+                if tightest < 0:
+                    tightest, least, tight, smallest = i, left, tpm, tpm
+                    continue
+                if left < least:
+                    tightest, least, tight = i, left, tpm
+                smallest = min(smallest, tpm)
+        if tightest < 0:
+            return None
+        s = self.seen[tightest]
+        return smallest, max(0, least), _reset(s[2], s[3], tight, self.at)
 
     def remaining_requests(self) -> int | None:
-        spent = 1 if self.allowed else 0
-        left = [max(0, c.limit.rpm - c.requests - spent) for c in self.counts if c.limit.rpm is not None]
-        return min(left) if left else None
+        headline = self.requests_headline()
+        return None if headline is None else headline[1]
 
     def remaining_tokens(self) -> int | None:
-        left = [max(0, c.limit.tpm - c.tokens) for c in self.counts if c.limit.tpm is not None]
-        return min(left) if left else None
+        headline = self.tokens_headline()
+        return None if headline is None else headline[1]
 
     def reset_requests_s(self) -> float | None:
         """For the scope with the fewest requests left: when it has room for another request (after
         this one), or, while it has room, when its window next rolls."""
-        spent = 1 if self.allowed else 0
-        tightest = [(c.limit.rpm - c.requests, c.seen.previous_requests, c.seen.current_requests + spent, c.limit.rpm)
-                    for c in self.counts if c.limit.rpm is not None]
-        return _reset(tightest, self.at)
+        headline = self.requests_headline()
+        return None if headline is None else headline[2]
 
     def reset_tokens_s(self) -> float | None:
-        tightest = [(c.limit.tpm - c.tokens, c.seen.previous_tokens, c.seen.current_tokens, c.limit.tpm)
-                    for c in self.counts if c.limit.tpm is not None]
-        return _reset(tightest, self.at)
+        headline = self.tokens_headline()
+        return None if headline is None else headline[2]
 
     def as_event(self) -> dict:
         """What the ledger keeps of the decision: per scope its limits and the counts it saw (in
         the sliding window, before this request), and on a refusal which limit and the wait."""
-        event: dict = {"allowed": self.allowed, "scopes": [_scope_event(c) for c in self.counts]}
+        scopes = []
+        for limit, requests, tokens, s in zip(self.limits, self.requests, self.tokens, self.seen):
+            scope = {"scope": limit.scope, "requests": requests, "tokens": tokens, "parallel": s[4]}
+            if limit.rpm is not None:
+                scope["rpm"] = limit.rpm
+            if limit.tpm is not None:
+                scope["tpm"] = limit.tpm
+            if limit.max_parallel is not None:
+                scope["max_parallel"] = limit.max_parallel
+            scopes.append(scope)
+        event: dict = {"allowed": self.allowed, "scopes": scopes}
         if not self.allowed:
             event.update(refused_scope=self.refused_scope, refused_limit=self.refused_limit,
                          retry_after_s=self.retry_after_s)
         return event
-
-
-def _scope_event(count: ScopeCount) -> dict:
-    scope = {"scope": count.scope, "requests": count.requests, "tokens": count.tokens, "parallel": count.parallel}
-    limit = count.limit
-    for name, value in (("rpm", limit.rpm), ("tpm", limit.tpm), ("max_parallel", limit.max_parallel)):
-        if value is not None:
-            scope[name] = value
-    return scope
 
 
 def millis(now: float) -> int:
@@ -156,49 +211,55 @@ def _fades_at(previous: int, room: int) -> int:
     return WINDOW_MS - room * WINDOW_MS // previous
 
 
-def decide(limits: Sequence[Limit], seen: Sequence[Seen], now: float) -> LimitDecision:
-    """The verdict on one request, from each set scope's counters before it (same order as `limits`)."""
+def decide(limits: Sequence[Limit], seen: Sequence[Sequence[int]], now: float) -> LimitDecision:
+    """The verdict on one request, from each set scope's counters before it (same order as `limits`).
+    `weighted` and the limits' tests, written out: this runs on every limited call."""
     now_ms = millis(now)
-    counts = []
-    refused = False
+    share = WINDOW_MS - now_ms % WINDOW_MS
+    requests, tokens = [], []
+    over = False
     for limit, s in zip(limits, seen):
-        count = ScopeCount(limit.scope, weighted(s.previous_requests, s.current_requests, now_ms),
-                           weighted(s.previous_tokens, s.current_tokens, now_ms), s.parallel, limit, s)
-        counts.append(count)
-        refused = refused or _over(count)
-    if not refused:
-        return LimitDecision(True, tuple(counts), at=now)
-    wait, scope, name = max(_refusals(count, now_ms) for count in counts if _over(count))
-    return LimitDecision(False, tuple(counts), scope, name, wait, now)
+        weighted_requests = s[1] + (s[0] * share + WINDOW_MS - 1) // WINDOW_MS
+        weighted_tokens = s[3] + (s[2] * share + WINDOW_MS - 1) // WINDOW_MS
+        requests.append(weighted_requests)
+        tokens.append(weighted_tokens)
+        if not over:
+            rpm, tpm, parallel = limit.rpm, limit.tpm, limit.max_parallel
+            over = (rpm is not None and weighted_requests >= rpm) or (tpm is not None and weighted_tokens >= tpm) \
+                or (parallel is not None and s[4] >= parallel)
+    if not over:
+        return LimitDecision(True, limits, seen, requests, tokens, at=now)
+    wait, scope, name = max(_refusals(limit, s, r, t, now_ms) for limit, s, r, t in zip(limits, seen, requests, tokens)
+                            if _over(limit, s, r, t))
+    return LimitDecision(False, limits, seen, requests, tokens, scope, name, wait, now)
 
 
-def _over(count: ScopeCount) -> bool:
-    limit = count.limit
-    return (limit.rpm is not None and count.requests + 1 > limit.rpm) or \
-        (limit.tpm is not None and count.tokens >= limit.tpm) or \
-        (limit.max_parallel is not None and count.parallel >= limit.max_parallel)
+def _over(limit: Limit, seen: Sequence[int], requests: int, tokens: int) -> bool:
+    return (limit.rpm is not None and requests + 1 > limit.rpm) or \
+        (limit.tpm is not None and tokens >= limit.tpm) or \
+        (limit.max_parallel is not None and seen[4] >= limit.max_parallel)
 
 
-def _refusals(count: ScopeCount, now_ms: int) -> tuple[float, str, str]:
+def _refusals(limit: Limit, s: Sequence[int], requests: int, tokens: int, now_ms: int) -> tuple[float, str, str]:
     """The longest wait among the limits this scope is over, with the scope and the limit's name."""
-    limit, s = count.limit, count.seen
     refused = []
-    if limit.rpm is not None and count.requests + 1 > limit.rpm:
-        wait = seconds_until_room(s.previous_requests, s.current_requests, limit.rpm, now_ms)
-        refused.append((max(MIN_RETRY_S, wait), count.scope, "rpm"))
-    if limit.tpm is not None and count.tokens >= limit.tpm:
-        wait = seconds_until_room(s.previous_tokens, s.current_tokens, limit.tpm, now_ms)
-        refused.append((max(MIN_RETRY_S, wait), count.scope, "tpm"))
-    if limit.max_parallel is not None and count.parallel >= limit.max_parallel:
-        refused.append((PARALLEL_RETRY_S, count.scope, "max_parallel"))
+    if limit.rpm is not None and requests + 1 > limit.rpm:
+        wait = seconds_until_room(s[0], s[1], limit.rpm, now_ms)
+        refused.append((max(MIN_RETRY_S, wait), limit.scope, "rpm"))
+    if limit.tpm is not None and tokens >= limit.tpm:
+        wait = seconds_until_room(s[2], s[3], limit.tpm, now_ms)
+        refused.append((max(MIN_RETRY_S, wait), limit.scope, "tpm"))
+    if limit.max_parallel is not None and s[4] >= limit.max_parallel:
+        refused.append((PARALLEL_RETRY_S, limit.scope, "max_parallel"))
     return max(refused)
 
 
-def _reset(scopes: list[tuple[int, int, int, int]], at: float) -> float | None:
-    """(left, previous, current, limit) per scope -> the reset of the one with the least left."""
-    if not scopes:
-        return None
+def _reset(previous: int, current: int, limit: int, at: float) -> float:
+    """When the tightest scope has room again (see `seconds_until_room`), or while it has room,
+    when its window next rolls."""
     now_ms = millis(at)
-    _, previous, current, limit = min(scopes, key=lambda s: s[0])
-    wait = seconds_until_room(previous, current, limit, now_ms)
-    return wait if wait > 0 else (WINDOW_MS - now_ms % WINDOW_MS) / 1000
+    if previous > limit - 1 - current:  # no room now, or the previous bucket's share must fade first
+        wait = seconds_until_room(previous, current, limit, now_ms)
+        if wait > 0:
+            return wait
+    return (WINDOW_MS - now_ms % WINDOW_MS) / 1000

@@ -7,7 +7,9 @@ Per budget line (scope and period) three keys: the hash `moneta:budgets:c:<scope
 (EVALSHA, loaded once): it drops the expired leases, decides as `domain.budgets.decide` does, and
 holds the amount on every line or on none. A counter never seen is reported by the script instead;
 its spend is read from the SpentReader and set (HSETNX: two workers initialising at once agree) by
-the next call, which then decides. Another script settles.
+the next call, which then decides. The scripts run on one pipelined connection (`redis_scripts`).
+Settlements go in batches (`settlement_batches`): one script call settles every call that ended
+while the previous one was on its way, each exactly once.
 
 A reservation of nothing (a status probe) holds "0", which is never subtracted: Redis takes no
 "-0" for a number. Lua numbers are doubles: the arithmetic is exact while limits, amounts and counters stay within
@@ -18,7 +20,10 @@ The keys expire KEEP_S after their period ends (`BudgetLine.resets_at`, counted 
 `now`); a lifetime budget's never do. When Redis fails or does not answer within the deadline
 (0.5 s) the call raises BudgetUnverifiable, and until a background ping succeeds again (every
 `retry_s`) calls raise it at once: no request waits on a Redis known to be down. A settlement that fails leaves its
-reservation to expire with its lease and its cost out of the shared counter.
+reservation to expire with its lease and its cost out of the shared counter. So does one lost in a
+crash: a kill -9 can lose the settlements queued or on their way, those of the calls that ended
+within one Redis round trip before it (`settlement_batches`); their reservations are held until
+their leases end (LEASE_S), as those of a call whose process died before it settled.
 """
 from __future__ import annotations
 
@@ -27,12 +32,12 @@ import logging
 from datetime import datetime
 from typing import Sequence
 
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+import redis
 
 from moneta.application.budget_store import BudgetUnverifiable, SpentReader
 from moneta.domain.budgets import LEASE_S, BudgetDecision, BudgetLine, Headroom, decide
+from moneta.infrastructure.redis_scripts import RedisScripts, Script
+from moneta.infrastructure.settlement_batches import SettlementBatches
 
 log = logging.getLogger("moneta.budgets")
 
@@ -41,7 +46,6 @@ MAX_EXACT = 2**53  # nano-dollars: what a Lua number holds exactly
 KEEP_S = 86_400  # a counter outlives its period by a day: late settlements still find it
 TIMEOUT_S = 0.25
 RETRY_S = 3.0
-MAX_CONNECTIONS = 32
 ATTEMPTS = 3  # a counter set by the second call is there; a third covers one evicted meanwhile
 
 # KEYS: per line its counter, leases and amounts. ARGV: now (ms), lease end (ms), request id,
@@ -102,20 +106,26 @@ end
 return {1, amount, unpack(seen)}
 """
 
-# KEYS: as for _RESERVE. ARGV: request id, cost.
+# KEYS: per settlement, per line its counter, leases and amounts. ARGV: per settlement: its number of
+# lines, request id, cost.
 _SETTLE = """
-local id, cost = ARGV[1], ARGV[2]
-for i = 1, #KEYS / 3 do
-  local c, l, a = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  if redis.call('HEXISTS', c, 'spent') == 1 then
-    local amount = redis.call('HGET', a, id)
-    if amount then
-      if amount ~= '0' then redis.call('HINCRBY', c, 'held', '-' .. amount) end
-      redis.call('HDEL', a, id)
-      redis.call('ZREM', l, id)
+local k, a = 0, 1
+while a <= #ARGV do
+  local lines, id, cost = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
+  for i = 1, lines do
+    local c, l, h = KEYS[k + 3 * i - 2], KEYS[k + 3 * i - 1], KEYS[k + 3 * i]
+    if redis.call('HEXISTS', c, 'spent') == 1 then
+      local amount = redis.call('HGET', h, id)
+      if amount then
+        if amount ~= '0' then redis.call('HINCRBY', c, 'held', '-' .. amount) end
+        redis.call('HDEL', h, id)
+        redis.call('ZREM', l, id)
+      end
+      redis.call('HINCRBY', c, 'spent', cost)
     end
-    redis.call('HINCRBY', c, 'spent', cost)
   end
+  k = k + 3 * lines
+  a = a + 3
 end
 """
 
@@ -125,14 +135,10 @@ class RedisBudgetStore:
 
     def __init__(self, redis_url: str, reader: SpentReader, *, timeout_s: float = TIMEOUT_S,
                  retry_s: float = RETRY_S) -> None:
-        pool = redis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=MAX_CONNECTIONS, timeout=timeout_s, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
-        self._redis = redis.Redis.from_pool(pool)
-        self._reserve = self._redis.register_script(_RESERVE)
-        self._settle = self._redis.register_script(_SETTLE)
+        self._redis = RedisScripts(redis_url, timeout_s=timeout_s)  # a connection, then an answer: each within it
+        self._reserve = self._redis.script(_RESERVE)
+        self._settlements = SettlementBatches(self._redis.script(_SETTLE), self._settling_failed)
         self._reader = reader
-        self._deadline_s = 2 * timeout_s  # a connection and an answer
         self._retry_s = retry_s
         self._probe: asyncio.Task | None = None  # set while Redis is down
 
@@ -158,22 +164,41 @@ class RedisBudgetStore:
 
     async def settle(self, request_id: str, lines: Sequence[BudgetLine], cost: int, now: float) -> None:
         if lines:
-            await self._call(self._settle, _keys(lines), [request_id, str(cost)])
+            if self._probe is not None:
+                raise BudgetUnverifiable("redis is unreachable")
+            try:
+                await self._settlements.add(_keys(lines), [len(lines), request_id, str(cost)])
+            except (redis.RedisError, OSError) as error:
+                raise BudgetUnverifiable(f"redis: {type(error).__name__}: {error}") from error
+
+    def settle_now(self, request_id: str, lines: Sequence[BudgetLine], cost: int, now: float) -> None:
+        """`settle` without waiting for Redis: the settlement goes with the next batch."""
+        if not lines:
+            return
+        if self._probe is not None:
+            log.warning("budget settlement dropped: redis is unreachable; the reservation lapses with its lease")
+            return
+        self._settlements.add(_keys(lines), [len(lines), request_id, str(cost)])
 
     async def close(self) -> None:
+        await self._settlements.drain()
         if self._probe is not None:
             self._probe.cancel()
-        await self._redis.aclose()
+        await self._redis.close()
 
-    async def _call(self, script, keys: list[str], args: list[str]) -> list:
+    async def _call(self, script: Script, keys: list[str], args: list[str]) -> list:
         if self._probe is not None:
             raise BudgetUnverifiable("redis is unreachable")
         try:
-            async with asyncio.timeout(self._deadline_s):
-                return await script(keys=keys, args=args)
-        except (redis.RedisError, OSError, TimeoutError) as error:
+            return await script(keys=keys, args=args)
+        except (redis.RedisError, OSError) as error:
             self._fall_out(error)
             raise BudgetUnverifiable(f"redis: {type(error).__name__}: {error}") from error
+
+    def _settling_failed(self, error: Exception) -> None:
+        log.warning("budget settlements failed (%s); their reservations lapse with their leases", type(error).__name__)
+        if isinstance(error, (redis.RedisError, OSError)):
+            self._fall_out(error)
 
     def _fall_out(self, error: BaseException) -> None:
         if self._probe is None:
@@ -185,9 +210,8 @@ class RedisBudgetStore:
         while True:
             await asyncio.sleep(self._retry_s)
             try:
-                async with asyncio.timeout(self._deadline_s):
-                    await self._redis.ping()
-            except (redis.RedisError, OSError, TimeoutError):
+                await self._redis.ping()
+            except (redis.RedisError, OSError):
                 continue
             log.warning("redis answers again: budgets are verified again")
             self._probe = None

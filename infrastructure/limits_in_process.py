@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from moneta.domain.rate_limits import SLOT_LEASE_S, WINDOW_MS, Limit, LimitDecision, Seen, decide, millis, rolled
+from moneta.domain.rate_limits import SLOT_LEASE_S, WINDOW_MS, Limit, LimitDecision, decide, millis, rolled
 
 SWEEP_S = 60.0
 
@@ -38,13 +38,23 @@ class InProcessLimitStore:
         if now - self._swept_at >= SWEEP_S:
             self._sweep(now)
         bucket = millis(now) // WINDOW_MS
-        limits = [limit for limit in limits if limit.is_set]
-        windows = [self._window(limit.scope, bucket) for limit in limits]
-        seen = [Seen(w[1], w[2], w[3], w[4], self._held(limit, now)) for limit, w in zip(limits, windows)]
-        decision = decide(limits, seen, now)
+        windows = self._windows
+        kept, seen, counted = [], [], []
+        for limit in limits:
+            parallel = limit.max_parallel
+            if parallel is None and limit.rpm is None and limit.tpm is None:
+                continue
+            window = windows.get(limit.scope)
+            if window is None or bucket > window[0]:
+                window = self._window(limit.scope, bucket)
+            kept.append(limit)
+            counted.append(window)
+            seen.append((window[1], window[2], window[3], window[4],
+                         0 if parallel is None else self._held(limit.scope, parallel, now)))
+        decision = decide(kept, seen, now)
         if decision.allowed:
             expiry = now + self._lease_s
-            for limit, window in zip(limits, windows):
+            for limit, window in zip(kept, counted):
                 window[2] += 1
                 if limit.max_parallel is not None:
                     self._slots.setdefault(limit.scope, {})[request_id] = expiry
@@ -52,12 +62,17 @@ class InProcessLimitStore:
 
     def settle_now(self, request_id: str, limits: Sequence[Limit], tokens: int, now: float) -> None:
         bucket = millis(now) // WINDOW_MS
+        windows, slots = self._windows, self._slots
         for limit in limits:
-            if limit.is_set:
-                self._window(limit.scope, bucket)[4] += tokens
-                leases = self._slots.get(limit.scope)
-                if leases:
-                    leases.pop(request_id, None)
+            if limit.max_parallel is None and limit.rpm is None and limit.tpm is None:
+                continue
+            window = windows.get(limit.scope)
+            if window is None or bucket > window[0]:
+                window = self._window(limit.scope, bucket)
+            window[4] += tokens
+            leases = slots.get(limit.scope)
+            if leases:
+                leases.pop(request_id, None)
 
     def _window(self, scope: str, bucket: int) -> list[int]:
         window = self._windows.get(scope)
@@ -69,13 +84,11 @@ class InProcessLimitStore:
             window[0] = bucket
         return window
 
-    def _held(self, limit: Limit, now: float) -> int:
-        if limit.max_parallel is None:
-            return 0
-        leases = self._slots.get(limit.scope)
+    def _held(self, scope: str, max_parallel: int, now: float) -> int:
+        leases = self._slots.get(scope)
         if not leases:
             return 0
-        if len(leases) >= limit.max_parallel:  # only expired leases can make room: drop them
+        if len(leases) >= max_parallel:  # only expired leases can make room: drop them
             for request_id in [r for r, expiry in leases.items() if expiry <= now]:
                 del leases[request_id]
         return len(leases)

@@ -8,6 +8,9 @@ expiry in epoch ms; expired members are pruned by the script, and the set expire
 lease). One Lua script checks and counts all the scopes of a request in one round trip (EVALSHA,
 loaded once), so the check and the count are one atomic step for every worker. Its arithmetic is
 `domain.rate_limits` restated; the time is the `now` the caller passes, in integer milliseconds.
+The scripts run on one pipelined connection (`redis_scripts`). Settlements go in batches
+(`settlement_batches`): one script call for those of every call that ended while the previous one
+was on its way; what a crash can lose of them is bounded there, and is released by the slots' leases.
 
 When Redis fails or does not answer within `timeout_s`, the store counts in this process only
 (`mode` "per_process_fallback", logged once), and a background task pings Redis every `retry_s`:
@@ -20,12 +23,12 @@ import asyncio
 import logging
 from typing import Sequence
 
-import redis.asyncio as redis
-from redis.backoff import NoBackoff
-from redis.asyncio.retry import Retry
+import redis
 
-from moneta.domain.rate_limits import SLOT_LEASE_S, Limit, LimitDecision, Seen, decide, millis
+from moneta.domain.rate_limits import SLOT_LEASE_S, Limit, LimitDecision, decide, millis
 from moneta.infrastructure.limits_in_process import InProcessLimitStore
+from moneta.infrastructure.redis_scripts import RedisScripts
+from moneta.infrastructure.settlement_batches import SettlementBatches
 
 log = logging.getLogger("moneta.limits")
 
@@ -33,7 +36,6 @@ PREFIX = "moneta:limits:"
 WINDOW_TTL_S = 180  # two buckets and a margin: an older window counts nothing
 TIMEOUT_S = 0.25
 RETRY_S = 3.0
-MAX_CONNECTIONS = 32
 
 # KEYS: per scope, its window hash then its slots set. ARGV: now (ms), lease (ms), request id,
 # window TTL (s), then per scope rpm, tpm, max_parallel (-1: not limited).
@@ -82,22 +84,30 @@ end
 return reply
 """
 
-# KEYS: as for _ACQUIRE. ARGV: now (ms), tokens, request id, window TTL (s).
+# KEYS: per settlement, per scope its window hash then its slots set. ARGV: window TTL (s), then per
+# settlement: its number of scopes, now (ms), tokens, request id.
 _SETTLE = """
-local now, tokens, id, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local bucket = math.floor(now / 60000)
-for i = 1, #KEYS / 2 do
-  local w = redis.call('HMGET', KEYS[2 * i - 1], 'b', 'cr', 'ct')
-  local b = tonumber(w[1])
-  if b == nil or bucket > b + 1 then
-    redis.call('HSET', KEYS[2 * i - 1], 'b', bucket, 'pr', 0, 'cr', 0, 'pt', 0, 'ct', tokens)
-  elseif bucket == b + 1 then
-    redis.call('HSET', KEYS[2 * i - 1], 'b', bucket, 'pr', w[2] or 0, 'cr', 0, 'pt', w[3] or 0, 'ct', tokens)
-  else
-    redis.call('HINCRBY', KEYS[2 * i - 1], 'ct', tokens)
+local ttl = ARGV[1]
+local k, a = 0, 2
+while a <= #ARGV do
+  local scopes, tokens, id = tonumber(ARGV[a]), tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local bucket = math.floor(tonumber(ARGV[a + 1]) / 60000)
+  for i = 1, scopes do
+    local window, slots = KEYS[k + 2 * i - 1], KEYS[k + 2 * i]
+    local w = redis.call('HMGET', window, 'b', 'cr', 'ct')
+    local b = tonumber(w[1])
+    if b == nil or bucket > b + 1 then
+      redis.call('HSET', window, 'b', bucket, 'pr', 0, 'cr', 0, 'pt', 0, 'ct', tokens)
+    elseif bucket == b + 1 then
+      redis.call('HSET', window, 'b', bucket, 'pr', w[2] or 0, 'cr', 0, 'pt', w[3] or 0, 'ct', tokens)
+    else
+      redis.call('HINCRBY', window, 'ct', tokens)
+    end
+    redis.call('EXPIRE', window, ttl)
+    redis.call('ZREM', slots, id)
   end
-  redis.call('EXPIRE', KEYS[2 * i - 1], ttl)
-  redis.call('ZREM', KEYS[2 * i], id)
+  k = k + 2 * scopes
+  a = a + 4
 end
 """
 
@@ -105,14 +115,9 @@ end
 class RedisLimitStore:
     def __init__(self, url: str, *, lease_s: float = SLOT_LEASE_S, timeout_s: float = TIMEOUT_S,
                  retry_s: float = RETRY_S) -> None:
-        # A burst of requests queues for a connection (an unbounded pool would open one per request,
-        # and the default one fails past 100); waiting longer than the timeout means Redis is too slow.
-        pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=timeout_s * 4, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
-        self._redis = redis.Redis.from_pool(pool)
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._settle = self._redis.register_script(_SETTLE)
+        self._redis = RedisScripts(url, timeout_s=timeout_s)
+        self._acquire = self._redis.script(_ACQUIRE)
+        self._settlements = SettlementBatches(self._redis.script(_SETTLE), self._settling_failed, head=[WINDOW_TTL_S])
         self._lease_ms = int(lease_s * 1000)
         self._retry_s = retry_s
         self._own = InProcessLimitStore(lease_s)
@@ -139,19 +144,37 @@ class RedisLimitStore:
         return decision
 
     async def settle(self, request_id: str, limits: Sequence[Limit], tokens: int, now: float) -> None:
+        applied = self._settle(request_id, limits, tokens, now)
+        if applied is not None:
+            await asyncio.gather(applied, return_exceptions=True)  # a failure is logged by the batch
+
+    def settle_now(self, request_id: str, limits: Sequence[Limit], tokens: int, now: float) -> None:
+        """`settle` without waiting for Redis: the settlement goes with the next batch."""
+        self._settle(request_id, limits, tokens, now)
+
+    async def close(self) -> None:
+        await self._settlements.drain()
+        if self._probe is not None:
+            self._probe.cancel()
+        await self._redis.close()
+
+    def _settle(self, request_id: str, limits: Sequence[Limit], tokens: int, now: float) -> asyncio.Future | None:
         if request_id in self._admitted_here:
             self._admitted_here.discard(request_id)
             self._own.settle_now(request_id, limits, tokens, now)
-        elif self._probe is None:
-            try:
-                await self._settle_shared(request_id, [limit for limit in limits if limit.is_set], tokens, now)
-            except (redis.RedisError, OSError) as error:
-                self._fall_back(error)  # its slot is held in Redis until its lease expires
-
-    async def close(self) -> None:
+            return None
         if self._probe is not None:
-            self._probe.cancel()
-        await self._redis.aclose()
+            return None  # its slot is held in Redis until its lease expires
+        kept = [limit for limit in limits if limit.is_set]
+        if not kept:
+            return None
+        return self._settlements.add(_keys(kept), [len(kept), millis(now), tokens, request_id])
+
+    def _settling_failed(self, error: Exception) -> None:
+        if isinstance(error, (redis.RedisError, OSError)):
+            self._fall_back(error)  # the slots are held in Redis until their leases expire
+        else:
+            log.warning("rate-limit settlement failed (%s)", type(error).__name__)
 
     async def _acquire_shared(self, request_id: str, limits: list[Limit], now: float) -> LimitDecision:
         if not limits:
@@ -160,12 +183,8 @@ class RedisLimitStore:
         for limit in limits:
             args += [_or_none(limit.rpm), _or_none(limit.tpm), _or_none(limit.max_parallel)]
         reply = await self._acquire(keys=_keys(limits), args=args)
-        seen = [Seen(*(int(n) for n in reply[1 + 5 * i: 6 + 5 * i])) for i in range(len(limits))]
+        seen = [tuple(reply[1 + 5 * i: 6 + 5 * i]) for i in range(len(limits))]
         return decide(limits, seen, now)  # the same arithmetic as the script: the same verdict
-
-    async def _settle_shared(self, request_id: str, limits: list[Limit], tokens: int, now: float) -> None:
-        if limits:
-            await self._settle(keys=_keys(limits), args=[millis(now), tokens, request_id, WINDOW_TTL_S])
 
     def _fall_back(self, error: BaseException) -> None:
         if self._probe is None:

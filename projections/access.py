@@ -39,7 +39,7 @@ NAME_FIELD = {"key": "key_id", "team": "team_id", "user": "user_id", "organizati
 
 
 def apply_page(cur: ViewCursor, page: Page) -> None:
-    events = [event for event in page.events if isinstance(event, EVENT_TYPES)]
+    events = page.of(EVENT_TYPES)
     if not events:
         return
     revision = (cur.execute("SELECT COALESCE(MAX(revision), 0) AS r FROM access_entities").one() or {"r": 0})["r"] + 1

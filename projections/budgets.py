@@ -76,9 +76,9 @@ _ALERT = (f"INSERT INTO budget_alerts ({', '.join(_ALERT_COLUMNS)}) VALUES ({', 
 
 
 def apply_page(cur: ViewCursor, page: Page) -> None:
-    opened = {page.stream_id(e): _with_minute(e.decision["budget"]["scopes"], e.timestamp) for e in page.events
-              if isinstance(e, RequestRecord.Admitted) and (e.decision or {}).get("budget")}
-    ended = [e for e in page.events if isinstance(e, _ENDINGS)]
+    opened = {page.stream_id(e): _with_minute(e.decision["budget"]["scopes"], e.timestamp)
+              for e in page.of(RequestRecord.Admitted) if (e.decision or {}).get("budget")}
+    ended = page.of(_ENDINGS)
     if not opened and not ended:
         return
     pending = _pending(cur, [page.stream_id(e) for e in ended if page.stream_id(e) not in opened])

@@ -62,7 +62,7 @@ _HEALTH_CHANGES = (DeploymentHealth.CooledDown, DeploymentHealth.Recovered)  # t
 
 
 def apply_page(cur: ViewCursor, page: Page) -> None:
-    events = [event for event in page.events if isinstance(event, EVENT_TYPES)]
+    events = page.of(EVENT_TYPES)
     if not events:
         return
     rows = _read(cur, events)

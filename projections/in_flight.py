@@ -25,8 +25,8 @@ EVENT_TYPES = (RequestRecord.Admitted, RequestRecord.Interrupted, *_ENDINGS)
 
 
 def apply_page(cur: ViewCursor, page: Page) -> None:
-    opened = {page.stream_id(e): e for e in page.events if isinstance(e, RequestRecord.Admitted)}
-    ended = {page.stream_id(e) for e in page.events if isinstance(e, _ENDINGS)}
+    opened = {page.stream_id(e): e for e in page.of(RequestRecord.Admitted)}
+    ended = {page.stream_id(e) for e in page.of(_ENDINGS)}
     still_open = [(request_id, e.instance, e.timestamp) for request_id, e in opened.items() if request_id not in ended]
     if still_open:
         cur.executemany("INSERT INTO requests_in_flight (request_id, instance, admitted_at) VALUES (?, ?, ?)"

@@ -42,6 +42,7 @@ DEFAULT_VIEWS: tuple[ModuleType, ...] = (  # usage_report and daily_activity aft
 _SCHEMA_LOCK_ID = 0x6D6F6E657461 + 1  # next to the ledger's migrate lock
 _MIN_BACKOFF_S, _MAX_BACKOFF_S = 0.1, 10.0
 HEARTBEAT_INTERVAL_S = 1.0  # at most; an idle runner beats once a poll (a second by default, NOTIFY or not)
+BUSY_EVENTS = 200  # a catch-up that took in more is busy: the next one waits `busy_interval_s`
 
 
 class ProjectionRunner:
@@ -52,18 +53,22 @@ class ProjectionRunner:
         *,
         name: str = DEFAULT_NAME,
         views: Sequence[ModuleType] = DEFAULT_VIEWS,
-        page_size: int = 500,
+        page_size: int = 2000,
         listen_dsn: str | None = None,
         channel: str = "moneta_events",
         poll_interval_s: float | None = None,
         min_interval_s: float = 0.05,
         skips_poison: bool = True,
+        busy_interval_s: float = 0.25,
     ) -> None:
         """`listen_dsn` (Postgres) wakes the runner on NOTIFY, polling every second as a fallback;
         without it the runner polls every 50 ms. Under load, wake-ups are batched: at most one
-        catch-up every `min_interval_s`, so a busy ledger costs pages, not a query per commit.
-        `skips_poison=False`: a page that fails is retried whole until it commits, no event is ever
-        quarantined (the audit seals, which must cover every event)."""
+        catch-up every `min_interval_s`, so a busy ledger costs pages, not a query per commit; and
+        after a catch-up of more than BUSY_EVENTS events, one every `busy_interval_s`: a page's
+        statements are the same for 100 events or 1,000, so bigger pages cost a third less per
+        event, for a lag still well under a second. `skips_poison=False`: a page that fails is
+        retried whole until it commits, no event is ever quarantined (the audit seals, which must
+        cover every event)."""
         self.app = app
         self.store = store
         self.name = name
@@ -78,6 +83,7 @@ class ProjectionRunner:
         self._advanced = threading.Condition()
         self._thread: threading.Thread | None = None
         self.min_interval_s = min_interval_s
+        self.busy_interval_s = busy_interval_s
         self._last_beat = -HEARTBEAT_INTERVAL_S  # time.monotonic() of the last heartbeat written
 
     # -- schema --------------------------------------------------------------------------------
@@ -261,10 +267,11 @@ class ProjectionRunner:
             while not self._stopping.is_set():
                 try:
                     self._waker.prepare()  # listen before reading, so no notification falls between
-                    self.catch_up()
+                    before = self._known
+                    busy = self.catch_up() - before > BUSY_EVENTS
                     self._beat_if_due()
                     backoff = _MIN_BACKOFF_S
-                    self._stopping.wait(self.min_interval_s)
+                    self._stopping.wait(self.busy_interval_s if busy else self.min_interval_s)
                     self._waker.wait()
                 except Exception:
                     log.exception("projection %r failed; retrying in %.1fs", self.name, backoff)

@@ -68,6 +68,7 @@ COLUMNS = (
     "total_tokens", "spend", "status", "attempts", "error_type", "status_code", "price_source", "metadata",
     "team_id", "user_id", "askii",
 )
+_METADATA = COLUMNS.index("metadata")
 # Absent from spend logs made by older versions: team_id and user_id before virtual keys, askii before askii.
 _ADDED_COLUMNS = {"team_id": "TEXT", "user_id": "TEXT", "askii": "{money}"}
 
@@ -79,19 +80,21 @@ def upgrade(cur: ViewCursor) -> None:
         if column not in present:
             cur.execute(cur.ddl(f"ALTER TABLE spend_logs ADD COLUMN {column} {kind}"))
     cur.execute("CREATE INDEX IF NOT EXISTS spend_logs_team ON spend_logs (team_id, start_time)")
+
+
 _UPSERT = upsert_sql("spend_logs", COLUMNS, key=("request_id",))
 _OUTCOMES = (RequestRecord.Denied, RequestRecord.Completed, RequestRecord.Failed, RequestRecord.Abandoned,
              RequestRecord.CacheHit)
 
 
 def apply_page(cur: ViewCursor, page: Page) -> None:
-    events = [event for event in page.events if isinstance(event, EVENT_TYPES)]
+    events = page.of(EVENT_TYPES)
     if not events:
         return
     rows = _read(cur, sorted({page.stream_id(event) for event in events}))
     for event in events:
         _apply(rows, event, page.stream_id(event))
-    cur.executemany(_UPSERT, [[_stored(row, column) for column in COLUMNS] for row in rows.values()])
+    cur.executemany(_UPSERT, [_stored(row) for row in rows.values()])
     ended = [page.stream_id(event) for event in events if isinstance(event, _OUTCOMES)]
     page.ended_requests = [rows[request_id] for request_id in ended if request_id in rows]
 
@@ -105,8 +108,10 @@ def _read(cur: ViewCursor, request_ids: list[str]) -> dict[str, dict[str, Any]]:
     return {row["request_id"]: row for row in found}
 
 
-def _stored(row: dict[str, Any], column: str) -> Any:
-    return json.dumps(row[column]) if column == "metadata" else row[column]
+def _stored(row: dict[str, Any]) -> list[Any]:
+    values = [row[column] for column in COLUMNS]
+    values[_METADATA] = json.dumps(values[_METADATA])
+    return values
 
 
 def _apply(rows: dict[str, dict[str, Any]], event: Any, request_id: str) -> None:
