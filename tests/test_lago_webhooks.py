@@ -21,6 +21,7 @@ from moneta.bootstrap import Container, build
 from moneta.domain.billing import LagoCustomer, LagoWebhook, customer_stream_id, webhook_stream_id
 from moneta.infrastructure.config_loader import parse_config
 from moneta.projections.billing import BillingViewReader
+from moneta.projections.budgets import BudgetViewReader
 from moneta.projections import tracking
 from moneta.projections.queries import SpendQueries
 from moneta.projections.runner import DEFAULT_NAME
@@ -40,7 +41,8 @@ class Gateway:
                   "moneta_settings": {"lago": {"api_url": lago.fake.url, "api_key": API_KEY,
                                                "webhook_hmac_key": lago.hmac_key, **lago_config}}}
         self.container: Container = build(parse_config(config, {}), {})
-        self.container.follow_lago(BillingViewReader(world.store))
+        self.container.follow_lago(BillingViewReader(world.store),
+                                   BudgetViewReader(world.store, world.last_position, world.runner.name))
         self.side = Side(world, self.container.config.moneta.lago)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(self.container)),
                                       base_url="http://gateway")
