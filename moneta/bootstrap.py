@@ -608,7 +608,7 @@ def library_askii_rate() -> Decimal:
     """The library's default askii rate, `moneta.askii_per_usd` (LiteLLM-style module setting)."""
     import moneta
 
-    return valid_rate(getattr(moneta, "askii_per_usd"), "moneta.askii_per_usd")
+    return valid_rate(moneta.askii_per_usd, "moneta.askii_per_usd")
 
 
 def _follow_askii_default(container: Container) -> None:

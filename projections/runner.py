@@ -42,7 +42,7 @@ DEFAULT_VIEWS: tuple[ModuleType, ...] = (  # usage_report and daily_activity aft
 _SCHEMA_LOCK_ID = 0x6D6F6E657461 + 1  # next to the ledger's migrate lock
 _MIN_BACKOFF_S, _MAX_BACKOFF_S = 0.1, 10.0
 HEARTBEAT_INTERVAL_S = 1.0  # at most; an idle runner beats once a poll (a second by default, NOTIFY or not)
-BUSY_EVENTS = 200  # a catch-up that took in more is busy: the next one waits `busy_interval_s`
+BUSY_EVENTS = 20  # a catch-up that took in more (a few hundred events a second) makes the next wait `busy_interval_s`
 
 
 class ProjectionRunner:
@@ -65,7 +65,7 @@ class ProjectionRunner:
         without it the runner polls every 50 ms. Under load, wake-ups are batched: at most one
         catch-up every `min_interval_s`, so a busy ledger costs pages, not a query per commit; and
         after a catch-up of more than BUSY_EVENTS events, one every `busy_interval_s`: a page's
-        statements are the same for 100 events or 1,000, so bigger pages cost a third less per
+        statements are the same for 20 events or 1,000, so bigger pages cost a third less per
         event, for a lag still well under a second. `skips_poison=False`: a page that fails is
         retried whole until it commits, no event is ever quarantined (the audit seals, which must
         cover every event)."""
