@@ -247,13 +247,19 @@ def test_a_served_gateway_syncs_a_new_end_user_and_takes_lago_webhooks(tmp_path:
     env = {"DATABASE_URL": url, "LAGO_KEY": API_KEY, "LAGO_HMAC": lago.hmac_key}
     with LiveServer(config, tmp_path, env=env) as server:
         chat = {"model": "m", "user": "live-user", "messages": [{"role": "user", "content": "hi"}]}
-        assert httpx.post(server.base_url + "/v1/chat/completions", json=chat, timeout=30).status_code == 200
+        first = httpx.post(server.base_url + "/v1/chat/completions", json=chat, timeout=30)
+        # never seen before, so not known to be entitled yet: refused, and read from Lago at once
+        assert first.status_code == 403 and first.json()["error"]["code"] == "entitlement_denied"
         synced = _wait_for_stream(StoreLocation.from_url(url), customer_stream_id("live-user"), events=4)
         lago.set_wallet_balance(wallet["lago_id"], "0")
         body, headers = lago.signed_webhook(lago.webhook("wallet.depleted_ongoing_balance", "wallet", wallet))
         answer = httpx.post(server.base_url + "/lago/webhooks", content=body, headers=headers)
         applied = _wait_for_stream(StoreLocation.from_url(url), customer_stream_id("live-user"), events=5)
         readiness = _wait_for_lago_sync(server)
+        deadline = time.monotonic() + 10  # the worker's directory follows the view within a second
+        while (admitted := httpx.post(server.base_url + "/v1/chat/completions", json=chat, timeout=30)).status_code \
+                == 403 and time.monotonic() < deadline:
+            time.sleep(0.2)
     assert [type(e).__name__ for e in synced] == ["Tracked", "SubscriptionChanged", "EntitlementsChanged",
                                                   "WalletChanged"]
     assert synced[3].wallet["balance_usd"] == 10
@@ -261,6 +267,7 @@ def test_a_served_gateway_syncs_a_new_end_user_and_takes_lago_webhooks(tmp_path:
     assert isinstance(applied[4], LagoCustomer.WalletChanged) and applied[4].wallet["depleted"] is True
     assert applied[4].source == "webhook:wallet.depleted_ongoing_balance"
     assert readiness["lago"]["stale"] is False and readiness["lago"]["on_unreachable"] == "deny"
+    assert admitted.status_code == 429, admitted.text  # entitled once read, but its wallet ran dry
     stored = b"".join(path.read_bytes() for path in tmp_path.iterdir() if path.is_file() and path.suffix != ".yaml")
     assert API_KEY.encode() not in stored and lago.hmac_key.encode() not in stored
     assert b"live-user" in stored  # the scan saw the ledger and the log
