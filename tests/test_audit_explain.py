@@ -177,7 +177,7 @@ def test_a_call_is_explained_from_its_stream(audited: Audited) -> None:
             settled["total_tokens"]) == ("completed", "steady-1", 11, 7, 18)
     assert Decimal(settled["cost_usd_exact"]) == Decimal("0.00000585")  # gpt-4o-mini: 11 x $0.15/M + 7 x $0.6/M
     assert settled["price_source"].startswith("genai-prices") and settled["overruns"] == []
-    assert settled["askii"] is None and settled["askii_rate"] is None  # no askii rate configured
+    assert Decimal(str(settled["askii"])) == Decimal("0.00585") and Decimal(str(settled["askii_rate"])) == 1000
 
     assert [(e["type"], e["version"]) for e in body["events"]] == [
         ("RequestRecord.Admitted", 1), ("RequestRecord.AttemptFailed", 2), ("RequestRecord.Completed", 3)]
@@ -195,7 +195,7 @@ def test_an_alert_belongs_to_the_call_that_crossed_it(audited: Audited) -> None:
     assert body["decision"]["budget"]["scopes"][0]["spent"] == "0.000005850"  # the first call's cost, settled
     assert body["decision"]["max_tokens_capped_to"] is None
     assert [a["outcome"] for a in body["attempts"]] == ["succeeded"]
-    assert body["related"] == {"budget_alerts": []}
+    assert body["related"] == {"budget_alerts": [], "lago_usage": []}  # no alert crossed, not billed through Lago
 
 
 def test_a_refusal_is_explained_with_the_numbers_that_refused_it(audited: Audited) -> None:
@@ -226,7 +226,7 @@ def test_the_command_line_prints_it_as_text_and_as_the_same_json(audited: Audite
     assert any(line.startswith("  1. flaky-1 (openai/gpt-4o-mini) failed 500 server_error: openai error") for line in lines)
     assert any(line.startswith("  2. steady-1 (openai/gpt-4o-mini) succeeded") for line in lines)
     assert "  tokens: 11 prompt + 7 completion = 18" in lines
-    assert any(line.startswith("  cost: $0.00000585, no askii recorded (price: genai-prices") for line in lines)
+    assert any(line.startswith("  cost: $0.00000585, 0.005850 askii at 1000 askii per USD (price: genai-prices") for line in lines)
     assert any(line.startswith("  budget_alerts: BudgetAlert ") for line in lines)
     assert audited.key["key"] not in text
 
